@@ -1,0 +1,383 @@
+"""Configuration of a whole run: pydantic models, YAML loading, readable errors.
+
+`python -m ddmd_stream.config check FILE` validates a config and prints the resolved result;
+`python -m ddmd_stream.config schema` prints a documented example YAML.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ddmd_stream.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DATA = Path(str(resources.files("ddmd_stream") / "data"))
+DEFAULT_PDB = PACKAGE_DATA / "fs-peptide.pdb"
+DEFAULT_XML_NAME = "adios_xml/sst.xml"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(InputError):
+    """A config file (or a value in it) is wrong; the message says where and how to fix it."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WorkflowConfig(Section):
+    run_dir: Path = Field(Path("runs/ddmd"), description="Run directory; everything of a run goes here.")
+    mode: Literal["streaming"] = Field("streaming", description="Workflow pattern.")
+    engine: Literal["entk", "local"] = Field(
+        "entk", description="Task engine: RADICAL-EnTK (default) or plain subprocesses for debugging."
+    )
+    duration_s: PositiveFloat = Field(600.0, description="Wall time of the run in seconds; tasks stop by then.")
+    stop_min_rmsd_angstrom: float | None = Field(
+        None, ge=0, description="Stop once any frame comes this close (RMSD, Å) to the reference."
+    )
+    stop_catalog_outliers: int | None = Field(
+        None, ge=1, description="Stop once the outlier catalog holds this many records."
+    )
+    heartbeat_s: PositiveFloat = Field(5.0, description="Seconds between task heartbeats (status.json).")
+    max_task_restarts: int = Field(3, ge=0, le=100, description="Restarts allowed per failed task.")
+    on_existing: Literal["refuse", "resume", "overwrite"] = Field(
+        "refuse", description="What to do when run_dir already holds a run."
+    )
+
+
+class SimulationConfig(Section):
+    num_simulations: int = Field(2, ge=1, le=100_000, description="Number of concurrent simulations.")
+    pdb_file: Path = Field(DEFAULT_PDB, description="Starting structure (PDB).")
+    reference_pdb: Path | None = Field(
+        None, description="Folded reference for RMSD (Cα); defaults to pdb_file."
+    )
+    forcefield: list[str] = Field(
+        ["amber99sbildn.xml", "amber99_obc.xml"],
+        min_length=1,
+        description="OpenMM force field XML files (built-in names or paths).",
+    )
+    solvent: Literal["implicit", "explicit", "vacuum"] = Field(
+        "implicit", description="Solvent model; implicit needs an implicit-solvent XML in forcefield."
+    )
+    nonbonded_cutoff_nm: PositiveFloat | None = Field(
+        None, description="Nonbonded cutoff in nm; none = NoCutoff (implicit) / 1.0 nm PME (explicit)."
+    )
+    constraints: Literal["none", "HBonds", "AllBonds", "HAngles"] = Field(
+        "HBonds", description="Bond constraints."
+    )
+    temperature_k: PositiveFloat = Field(300.0, description="Langevin temperature (K).")
+    friction_per_ps: PositiveFloat = Field(1.0, description="Langevin friction (1/ps).")
+    timestep_fs: float = Field(2.0, gt=0, le=10, description="Integration time step (fs).")
+    report_interval_ps: PositiveFloat = Field(50.0, description="One streamed frame every this many ps.")
+    segment_length_ns: PositiveFloat = Field(
+        10.0, description="Length of one segment (ns); after each, restart from the catalog."
+    )
+    platform: Literal["auto", "CUDA", "OpenCL", "CPU", "Reference"] = Field(
+        "auto", description="OpenMM platform; auto tries CUDA, OpenCL, then CPU."
+    )
+    precision: Literal["single", "mixed", "double"] = Field(
+        "mixed", description="Precision on CUDA/OpenCL."
+    )
+    cpu_threads: int | None = Field(None, ge=1, description="Threads on the CPU platform (default: OpenMM's).")
+    positions: Literal["ca", "all"] = Field("ca", description="Stream Cα or all-atom positions.")
+    stream_velocities: bool = Field(True, description="Stream velocities (for restarts that copy them).")
+    contact_cutoff_angstrom: PositiveFloat = Field(8.0, description="Cα–Cα contact cutoff (Å).")
+    restart_policy: Literal["random", "rank"] = Field(
+        "random",
+        description="Pick a random catalog entry, or the i-th lowest-RMSD entry for simulation i.",
+    )
+    velocity_copy_probability: float = Field(
+        0.0, ge=0, le=1, description="Chance of copying an outlier's velocities, else drawn at temperature."
+    )
+    seed: int | None = Field(None, ge=0, description="Random seed (per simulation offset by its id).")
+
+    @property
+    def steps_per_report(self) -> int:
+        return max(1, round(self.report_interval_ps * 1000.0 / self.timestep_fs))
+
+    @property
+    def reports_per_segment(self) -> int:
+        return max(1, round(self.segment_length_ns * 1000.0 / self.report_interval_ps))
+
+
+class AggregationConfig(Section):
+    num_aggregators: int = Field(1, ge=1, description="Aggregators; simulations are split among them.")
+    flush_interval_s: PositiveFloat = Field(
+        0.5, le=60, description="New frames become one BP step at least this often (s)."
+    )
+    idle_backoff_max_s: PositiveFloat = Field(0.5, description="Longest sleep between polls when idle (s).")
+
+
+class CVAEConfig(Section):
+    latent_dim: int = Field(10, ge=1, le=1024, description="Latent dimension.")
+    conv_filters: list[int] = Field([64, 64, 64, 64], min_length=1, description="Filters per Conv2D layer.")
+    conv_kernels: list[int] = Field([3, 3, 3, 3], min_length=1, description="Kernel size per layer.")
+    conv_strides: list[int] = Field([1, 2, 1, 1], min_length=1, description="Stride per layer.")
+    dense_units: int = Field(128, ge=1, description="Units of the dense layer after the convolutions.")
+    dropout: float = Field(0.25, ge=0, lt=1, description="Dropout after the dense layer.")
+    learning_rate: PositiveFloat = Field(1e-3, description="RMSprop learning rate.")
+    rho: float = Field(0.9, gt=0, lt=1, description="RMSprop rho.")
+    epsilon: PositiveFloat = Field(1e-8, description="RMSprop epsilon.")
+    kl_weight: float = Field(1.0, ge=0, description="Weight of the KL term.")
+    logvar_clip: PositiveFloat = Field(10.0, description="Log-variance is clamped to ±this.")
+    clipnorm: PositiveFloat = Field(1.0, description="Gradient norm clipping.")
+
+    @model_validator(mode="after")
+    def _layers_agree(self) -> CVAEConfig:
+        if not len(self.conv_filters) == len(self.conv_kernels) == len(self.conv_strides):
+            raise ValueError("conv_filters, conv_kernels and conv_strides must have the same length")
+        return self
+
+
+class TrainingConfig(Section):
+    model: CVAEConfig = Field(default_factory=CVAEConfig, description="CVAE hyperparameters.")
+    max_samples: int = Field(80_000, ge=1, description="Window of most recent contact maps kept.")
+    min_samples: int = Field(100, ge=1, description="Samples needed before the first round.")
+    epochs: int = Field(10, ge=1, description="Epochs per training round.")
+    batch_size: int = Field(32, ge=1, description="Mini-batch size.")
+    validation_split: float = Field(0.2, gt=0, lt=1, description="Share of the window held out.")
+    round_interval_s: float = Field(0.0, ge=0, description="Least time between round starts (s).")
+    seed: int | None = Field(None, ge=0, description="Random seed.")
+
+
+class AgentConfig(Section):
+    max_samples: int = Field(80_000, ge=1, description="Most recent frames examined per cycle.")
+    min_samples: int = Field(20, ge=1, description="Frames needed before a cycle runs.")
+    detector: Literal["dbscan", "lof"] = Field("dbscan", description="Outlier detector in latent space.")
+    eps: PositiveFloat = Field(0.2, description="Initial DBSCAN eps (adapted between cycles).")
+    dbscan_min_samples: int = Field(10, ge=1, description="DBSCAN min_samples.")
+    outlier_band: tuple[int, int] = Field(
+        (1000, 5000), description="Target [low, high] outlier count; eps is adapted to stay inside."
+    )
+    eps_factor: float = Field(1.25, gt=1, description="Multiplicative eps step when out of band.")
+    lof_neighbors: int = Field(20, ge=1, description="LOF n_neighbors.")
+    n_outliers: int = Field(500, ge=1, description="Top outliers published per cycle.")
+    ranking: Literal["rmsd", "score", "random"] = Field("rmsd", description="How outliers are ranked.")
+    encode_batch_size: int = Field(1024, ge=1, description="Batch size for encoding.")
+    cycle_interval_s: float = Field(5.0, ge=0, description="Least time between cycle starts (s).")
+    seed: int | None = Field(None, ge=0, description="Random seed (random ranking).")
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> AgentConfig:
+        low, high = self.outlier_band
+        if not 0 <= low <= high:
+            raise ValueError("outlier_band must be [low, high] with 0 <= low <= high")
+        return self
+
+
+class StreamsConfig(Section):
+    adios_xml: Path | None = Field(
+        None, description=f"ADIOS2 XML with the IOs below; default: the repository's {DEFAULT_XML_NAME}."
+    )
+    simulation_io: str = Field("SimulationOutput", min_length=1, description="IO: simulation → aggregator.")
+    aggregator_io: str = Field("AggregatorOutput", min_length=1, description="IO: aggregator → store.")
+    open_timeout_s: PositiveFloat = Field(120.0, description="Longest wait for a stream's peer to open.")
+    liveness_timeout_s: PositiveFloat = Field(
+        30.0, description="A file stream whose writer's heartbeat is older than this is taken as dead."
+    )
+    node_local_path: Path | None = Field(
+        None, description="Node-local scratch for SST contact files (default: the run directory)."
+    )
+
+
+class ResourcesConfig(Section):
+    resource: str = Field("local.localhost", min_length=1, description="RADICAL-Pilot resource label.")
+    access_schema: str = Field("local", description="RADICAL-Pilot access schema.")
+    project: str | None = Field(None, description="Allocation/account to charge.")
+    queue: str | None = Field(None, description="Batch queue/partition.")
+    walltime_min: int = Field(30, ge=1, description="Pilot wall time (minutes).")
+    nodes: int = Field(1, ge=1, description="Nodes for the pilot.")
+    cores_per_node: int | None = Field(
+        None, ge=1, description="Cores per node RADICAL may use (local default: enough for all tasks)."
+    )
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node.")
+    sim_cpus: int = Field(1, ge=1, description="CPU cores per simulation task.")
+    sim_gpus: int = Field(0, ge=0, description="GPUs per simulation task.")
+    aggregator_cpus: int = Field(1, ge=1, description="CPU cores per aggregator.")
+    trainer_cpus: int = Field(1, ge=1, description="CPU cores of the trainer.")
+    trainer_gpus: int = Field(0, ge=0, description="GPUs of the trainer.")
+    agent_cpus: int = Field(1, ge=1, description="CPU cores of the agent.")
+    agent_gpus: int = Field(0, ge=0, description="GPUs of the agent.")
+    network_interface: str = Field("lo", min_length=1, description="Interface for RADICAL and ADIOS traffic.")
+
+
+class RunConfig(Section):
+    workflow: WorkflowConfig = Field(default_factory=WorkflowConfig, description="Run-wide settings.")
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig, description="MD settings.")
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig, description="Aggregators.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="CVAE trainer.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Outlier agent.")
+    streams: StreamsConfig = Field(default_factory=StreamsConfig, description="ADIOS2 streams.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Where tasks run.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        if self.aggregation.num_aggregators > self.simulation.num_simulations:
+            raise ValueError(
+                "aggregation.num_aggregators must not exceed simulation.num_simulations"
+            )
+        if self.simulation.solvent == "implicit" and not any(
+            "obc" in f or "gbn" in f or "implicit" in f for f in self.simulation.forcefield
+        ):
+            raise ValueError(
+                "simulation.solvent is implicit but simulation.forcefield has no implicit-solvent XML "
+                "(add e.g. amber99_obc.xml, or set solvent: vacuum)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def repository_root() -> Path:
+    """The source tree holding this package (for the shipped adios_xml/ and launch/)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_adios_xml() -> Path:
+    return repository_root() / DEFAULT_XML_NAME
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    location = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{location}: unknown key (check the spelling; see `python -m ddmd_stream.config schema`)"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{location}: {message}{shown}"
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [_describe_error(e) for e in error.errors()]
+    return f"{source}: invalid config: " + "; ".join(lines)
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> None:
+    """Make every relative Path field absolute against `base` (the YAML file's folder)."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _resolve_paths(value, base)
+        elif isinstance(value, Path) and not value.is_absolute():
+            object.__setattr__(model, name, (base / value).resolve())
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "<config>", base: Path | None = None) -> RunConfig:
+    """Validate a config mapping; relative paths resolve against `base`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(source, error)) from None
+    _resolve_paths(config, base or Path.cwd())
+    if config.streams.adios_xml is None:
+        object.__setattr__(config.streams, "adios_xml", default_adios_xml())
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (give the path of a YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, str(path), path.resolve().parent)
+
+
+def check_inputs(config: RunConfig) -> list[str]:
+    """Problems with files the config names (missing PDBs, XML); empty when all is well."""
+    problems = []
+    sim = config.simulation
+    for field, path in (("simulation.pdb_file", sim.pdb_file), ("simulation.reference_pdb", sim.reference_pdb)):
+        if path is not None and not path.is_file():
+            problems.append(f"{field}: file not found: {path}")
+    xml = config.streams.adios_xml
+    if xml is not None and not xml.is_file():
+        problems.append(f"streams.adios_xml: file not found: {xml}")
+    return problems
+
+
+def dump_config(config: RunConfig) -> str:
+    """The config as YAML (paths as strings), suitable for `load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(dump_config(config))
+
+
+# --------------------------------------------------------------------------- example YAML
+
+
+def _example_lines(model: type[BaseModel], indent: int) -> list[str]:
+    lines: list[str] = []
+    pad = "  " * indent
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(f"{pad}# {field.description}")
+            lines.append(f"{pad}{name}:")
+            lines.extend(_example_lines(annotation, indent + 1))
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, Path):
+            default = str(default) if name != "pdb_file" else "<packaged fs-peptide.pdb>"
+        if isinstance(default, tuple):
+            default = list(default)
+        value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"{pad}{name}: {value}  # {field.description}")
+    return lines
+
+
+def example_yaml() -> str:
+    """A documented example config with every field at its default."""
+    return "\n".join(["# ddmd_stream run configuration (all defaults)", *_example_lines(RunConfig, 0)]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ddmd_stream.config", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a config and print the resolved result")
+    check.add_argument("file", type=Path)
+    sub.add_parser("schema", help="print a documented example YAML")
+    args = parser.parse_args(argv)
+    if args.command == "schema":
+        sys.stdout.write(example_yaml())
+        return 0
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    problems = check_inputs(config)
+    sys.stdout.write(dump_config(config))
+    for problem in problems:
+        print(f"error: {args.file}: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

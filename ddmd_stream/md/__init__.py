@@ -1,0 +1,1 @@
+"""Molecular dynamics: OpenMM system setup, CA geometry, and the streaming frame reporter."""

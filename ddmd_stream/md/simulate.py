@@ -1,0 +1,145 @@
+"""The simulation task: segments of OpenMM MD streaming frames, restarts from the outlier catalog."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import openmm.unit as unit
+
+from ddmd_stream.catalog import OutlierCatalog, OutlierRecord, pick_restart
+from ddmd_stream.md.geometry import ca_indices
+from ddmd_stream.md.reporter import Frame, FrameReporter
+from ddmd_stream.md.system import build_simulation, load_pdb, reference_ca_angstrom
+from ddmd_stream.streams import FrameWriter
+from ddmd_stream.task import TaskContext
+
+logger = logging.getLogger(__name__)
+
+STEPS_PER_CALL = 500  # bound on steps between stop checks
+
+
+@dataclass
+class SegmentTimes:
+    """Where one segment's wall time went."""
+
+    total: float = 0.0
+    reporter: float = 0.0
+    put: float = 0.0
+
+    @property
+    def md(self) -> float:
+        return max(0.0, self.total - self.reporter - self.put)
+
+
+class StreamingSimulation:
+    """One simulation: builds the system, streams frames, restarts between segments."""
+
+    def __init__(self, ctx: TaskContext):
+        self.ctx = ctx
+        self.config = ctx.config.simulation
+        self.sim_id = ctx.index
+        seed = None if self.config.seed is None else self.config.seed + self.sim_id
+        self.rng = np.random.default_rng(seed)
+        pdb = load_pdb(self.config.pdb_file)
+        reference = reference_ca_angstrom(self.config.reference_pdb or self.config.pdb_file)
+        self.simulation, self.platform = build_simulation(self.config, pdb, seed=seed)
+        ctx.events.event("platform", platform=self.platform)
+        ctx.update_status(platform=self.platform)
+        self.catalog = OutlierCatalog(ctx.run.catalog_file)
+        self.writer: FrameWriter | None = None
+        self.reporter = FrameReporter(
+            self.config.steps_per_report,
+            self._send,
+            ca_indices(self.simulation.topology),
+            reference,
+            cutoff_angstrom=self.config.contact_cutoff_angstrom,
+            positions=self.config.positions,
+            velocities=self.config.stream_velocities,
+            sim_id=self.sim_id,
+        )
+        self.simulation.reporters.append(self.reporter)
+        self.min_rmsd = float("inf")
+
+    def _send(self, frame: Frame) -> None:
+        self.writer.write({name: np.asarray(value)[None] for name, value in frame.items()})
+        self.min_rmsd = min(self.min_rmsd, float(frame["rmsd"]))
+
+    def open_stream(self) -> None:
+        streams = self.ctx.config.streams
+        self.writer = FrameWriter(streams.adios_xml, streams.simulation_io,
+                                  self.ctx.run.sim_stream(self.sim_id), streams.open_timeout_s)
+
+    def run(self) -> None:
+        self.open_stream()
+        try:
+            segment = 0
+            while not self.ctx.should_stop():
+                self.run_segment(segment)
+                segment += 1
+                if not self.ctx.should_stop():
+                    self.restart(segment)
+        finally:
+            self.writer.close()
+            self.ctx.events.event("stream_closed", frames=self.writer.frames_written,
+                                  bytes=self.writer.bytes_written)
+
+    def run_segment(self, segment: int) -> SegmentTimes:
+        self.reporter.segment_id = segment
+        steps_left = self.config.steps_per_report * self.config.reports_per_segment
+        times = SegmentTimes()
+        before = (self.reporter.seconds, self.writer.put_seconds)
+        with self.ctx.events.span("segment", segment=segment) as info:
+            started = time.perf_counter()
+            while steps_left > 0 and not self.ctx.should_stop():
+                chunk = min(steps_left, STEPS_PER_CALL, self.config.steps_per_report)
+                self.simulation.step(chunk)
+                steps_left -= chunk
+            times.total = time.perf_counter() - started
+            times.reporter = self.reporter.seconds - before[0]
+            times.put = self.writer.put_seconds - before[1]
+            steps = self.config.steps_per_report * self.config.reports_per_segment - steps_left
+            info.update(steps=steps, md_s=times.md, reporter_s=times.reporter, put_s=times.put,
+                        ns=steps * self.config.timestep_fs * 1e-6)
+        self.ctx.update_status(segment=segment, frames=self.writer.frames_written,
+                               ns=self.simulated_ns, min_rmsd=self.min_rmsd)
+        return times
+
+    @property
+    def simulated_ns(self) -> float:
+        return self.simulation.currentStep * self.config.timestep_fs * 1e-6
+
+    def restart(self, segment: int) -> OutlierRecord | None:
+        """Continue from an outlier of the catalog, or from the current state when it is empty."""
+        record = pick_restart(self.catalog.load_last_good(), self.sim_id,
+                              self.config.restart_policy, self.rng)
+        if record is None:
+            logger.info("segment %d: catalog empty, continuing", segment)
+            return None
+        n_atoms = self.simulation.topology.getNumAtoms()
+        if record.positions.shape != (n_atoms, 3):
+            logger.error("catalog record has %s positions, system has %d atoms; continuing",
+                         record.positions.shape, n_atoms)
+            return None
+        self.apply_restart(record)
+        self.ctx.events.event("restart", segment=segment, source_sim=record.sim_id,
+                              source_step=record.step, rmsd=record.rmsd, model_version=record.model_version)
+        logger.info("segment %d: restart from sim %d step %d (RMSD %.2f Å)",
+                    segment, record.sim_id, record.step, record.rmsd)
+        return record
+
+    def apply_restart(self, record: OutlierRecord) -> None:
+        context = self.simulation.context
+        context.setPositions(record.positions.astype(np.float64) * unit.nanometer)
+        copy = record.velocities is not None and self.rng.random() < self.config.velocity_copy_probability
+        if copy:
+            context.setVelocities(record.velocities.astype(np.float64) * unit.nanometer / unit.picosecond)
+        else:
+            context.setVelocitiesToTemperature(self.config.temperature_k * unit.kelvin,
+                                               int(self.rng.integers(1, 2**31 - 1)))
+
+
+def main(ctx: TaskContext) -> None:
+    StreamingSimulation(ctx).run()

@@ -1,0 +1,241 @@
+"""Building an OpenMM simulation from a `SimulationConfig`: structure, force field, platform."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+
+from ddmd_stream.config import SimulationConfig
+from ddmd_stream.errors import InputError
+from ddmd_stream.md.geometry import ca_indices
+
+logger = logging.getLogger(__name__)
+
+# Order in which `platform: auto` tries platforms (Reference is too slow to pick silently).
+AUTO_PLATFORMS = ("CUDA", "OpenCL", "CPU")
+
+CONSTRAINTS: dict[str, Any] = {
+    "none": None,
+    "HBonds": app.HBonds,
+    "AllBonds": app.AllBonds,
+    "HAngles": app.HAngles,
+}
+
+# Residue names taken as water when deciding whether an explicit-solvent PDB is already solvated.
+WATER_RESIDUES = frozenset({"HOH", "WAT", "H2O", "SOL", "TIP3", "TIP4", "SPC"})
+
+# Modeller water model inferred from the force field file names; tip3p otherwise.
+WATER_MODELS = ("tip4pew", "tip5p", "spce", "opc3", "opc", "tip3p")
+
+DEFAULT_EXPLICIT_CUTOFF_NM = 1.0
+SOLVENT_PADDING_NM = 1.0
+
+
+class StructureError(InputError):
+    """A structure file is missing, unreadable or unusable; the message names the file."""
+
+
+def load_pdb(path: Path) -> app.PDBFile:
+    """Read a PDB file; StructureError (one line, naming the file) when that is not possible."""
+    path = Path(path)
+    if not path.exists():
+        raise StructureError(f"{path}: PDB file not found")
+    if not path.is_file():
+        raise StructureError(f"{path}: not a regular file (expected a PDB file)")
+    if path.stat().st_size == 0:
+        raise StructureError(f"{path}: file is empty (expected a PDB file)")
+    try:
+        pdb = app.PDBFile(str(path))
+    except IndexError:  # PDBFile's way of saying it found no MODEL/ATOM records
+        raise StructureError(f"{path}: no ATOM/HETATM records (not a PDB file?)") from None
+    except Exception as error:  # PDBFile raises many kinds (ValueError, KeyError, UnicodeError...)
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise StructureError(f"{path}: cannot parse as PDB: {detail}") from None
+    if pdb.topology.getNumAtoms() == 0:
+        raise StructureError(f"{path}: no ATOM/HETATM records (not a PDB file, or empty)")
+    return pdb
+
+
+def positions_angstrom(pdb: app.PDBFile) -> np.ndarray:
+    """All positions of a PDB as a float64 (n, 3) array in Å."""
+    return np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float64)
+
+
+def reference_ca_angstrom(path: Path) -> np.ndarray:
+    """CA positions (Å) of a reference structure, e.g. `config.reference_pdb or config.pdb_file`."""
+    pdb = load_pdb(path)
+    try:
+        indices = ca_indices(pdb.topology)
+    except ValueError as error:
+        raise StructureError(f"{path}: {error}") from None
+    return positions_angstrom(pdb)[indices]
+
+
+# --------------------------------------------------------------------------- platforms
+
+
+def _platform_properties(name: str, config: SimulationConfig) -> dict[str, str]:
+    if name == "CPU" and config.cpu_threads is not None:
+        return {"Threads": str(config.cpu_threads)}
+    if name in ("CUDA", "OpenCL"):
+        return {"Precision": config.precision}
+    return {}
+
+
+def _get_platform(name: str) -> openmm.Platform:
+    try:
+        return openmm.Platform.getPlatformByName(name)
+    except Exception:
+        count = openmm.Platform.getNumPlatforms()
+        available = [openmm.Platform.getPlatform(i).getName() for i in range(count)]
+        raise ValueError(
+            f"OpenMM platform {name!r} is not available (available: {', '.join(available)})"
+        ) from None
+
+
+def platform_candidates(
+    config: SimulationConfig, platform_name: str | None = None
+) -> list[tuple[openmm.Platform, dict[str, str]]]:
+    """Platforms to try in order: the loaded ones of AUTO_PLATFORMS for auto, else the named one."""
+    name = platform_name or config.platform
+    if name != "auto":
+        return [(_get_platform(name), _platform_properties(name, config))]
+    candidates = []
+    for candidate in AUTO_PLATFORMS:
+        try:
+            platform = openmm.Platform.getPlatformByName(candidate)
+        except Exception:
+            continue  # plugin not loaded (no driver / not built)
+        candidates.append((platform, _platform_properties(candidate, config)))
+    if not candidates:
+        raise ValueError(f"none of the OpenMM platforms {', '.join(AUTO_PLATFORMS)} is available")
+    return candidates
+
+
+def choose_platform(
+    config: SimulationConfig, platform_name: str | None = None
+) -> tuple[openmm.Platform, dict[str, str]]:
+    """The platform (and its properties) a simulation should use; auto takes the first loaded one.
+
+    A loaded CUDA/OpenCL plugin may still fail to create a context (no device); `build_simulation`
+    then falls back to the next candidate.
+    """
+    platform, properties = platform_candidates(config, platform_name)[0]
+    logger.info("chose OpenMM platform %s %s", platform.getName(), properties or "")
+    return platform, properties
+
+
+# --------------------------------------------------------------------------- system
+
+
+def _water_model(forcefield_files: list[str]) -> str:
+    for name in forcefield_files:
+        lowered = Path(name).name.lower()
+        for model in WATER_MODELS:
+            if model in lowered:
+                return model
+    return "tip3p"
+
+
+def _has_water(topology: app.Topology) -> bool:
+    return any(residue.name.upper() in WATER_RESIDUES for residue in topology.residues())
+
+
+def _prepare(
+    config: SimulationConfig, pdb: app.PDBFile, forcefield: app.ForceField
+) -> tuple[app.Modeller, dict[str, Any]]:
+    """The model to simulate and the createSystem keyword arguments for the solvent model."""
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    cutoff_nm = config.nonbonded_cutoff_nm
+    if config.solvent in ("implicit", "vacuum"):
+        # Non-periodic: a (possibly bogus, e.g. CRYST1 1 1 1) box in the PDB must not matter.
+        modeller.topology.setPeriodicBoxVectors(None)
+        if cutoff_nm is None:
+            return modeller, {"nonbondedMethod": app.NoCutoff}
+        return modeller, {
+            "nonbondedMethod": app.CutoffNonPeriodic,
+            "nonbondedCutoff": cutoff_nm * unit.nanometer,
+        }
+    # Explicit solvent: PME in a periodic box; solvate when the PDB has no water.
+    if not _has_water(modeller.topology):
+        model = _water_model(config.forcefield)
+        logger.info("solvating with %s, padding %.1f nm", model, SOLVENT_PADDING_NM)
+        try:
+            padding = SOLVENT_PADDING_NM * unit.nanometer
+            modeller.addSolvent(forcefield, model=model, padding=padding)
+        except Exception as error:
+            raise StructureError(
+                f"cannot add {model} water (does simulation.forcefield include a water model XML, "
+                f"e.g. tip3p.xml?): {error}"
+            ) from None
+    elif modeller.topology.getPeriodicBoxVectors() is None:
+        raise StructureError("the structure contains water but no periodic box (CRYST1 record)")
+    cutoff = (cutoff_nm or DEFAULT_EXPLICIT_CUTOFF_NM) * unit.nanometer
+    return modeller, {"nonbondedMethod": app.PME, "nonbondedCutoff": cutoff}
+
+
+def _openmm_seed(seed: int) -> int:
+    """OpenMM treats seed 0 as 'choose at random'; map every seed to a fixed non-zero int32."""
+    return seed % (2**31 - 1) + 1
+
+
+def build_simulation(
+    config: SimulationConfig,
+    pdb: app.PDBFile,
+    platform_name: str | None = None,
+    seed: int | None = None,
+) -> tuple[app.Simulation, str]:
+    """A ready-to-run simulation (positions set, velocities drawn at temperature) and its platform.
+
+    `platform_name` overrides `config.platform`; `seed` makes the velocities and the Langevin
+    noise reproducible.
+    """
+    try:
+        forcefield = app.ForceField(*config.forcefield)
+    except Exception as error:
+        raise ValueError(f"cannot load force field {config.forcefield}: {error}") from None
+    modeller, kwargs = _prepare(config, pdb, forcefield)
+    try:
+        system = forcefield.createSystem(
+            modeller.topology, constraints=CONSTRAINTS[config.constraints], **kwargs
+        )
+    except ValueError as error:
+        raise StructureError(f"cannot build a system from the structure: {error}") from None
+
+    last_error: Exception | None = None
+    for platform, properties in platform_candidates(config, platform_name):
+        integrator = openmm.LangevinMiddleIntegrator(
+            config.temperature_k * unit.kelvin,
+            config.friction_per_ps / unit.picosecond,
+            config.timestep_fs * unit.femtosecond,
+        )
+        if seed is not None:
+            integrator.setRandomNumberSeed(_openmm_seed(seed))
+        try:
+            simulation = app.Simulation(modeller.topology, system, integrator, platform, properties)
+        except Exception as error:  # e.g. CUDA plugin loaded but no usable device
+            logger.warning("OpenMM platform %s unusable: %s", platform.getName(), error)
+            last_error = error
+            continue
+        break
+    else:
+        raise RuntimeError(f"no usable OpenMM platform: {last_error}")
+
+    name = simulation.context.getPlatform().getName()
+    logger.info(
+        "simulation: %d atoms, solvent %s, platform %s %s",
+        system.getNumParticles(), config.solvent, name, properties or "",
+    )
+    simulation.context.setPositions(modeller.positions)
+    temperature = config.temperature_k * unit.kelvin
+    if seed is None:
+        simulation.context.setVelocitiesToTemperature(temperature)
+    else:
+        simulation.context.setVelocitiesToTemperature(temperature, _openmm_seed(seed))
+    return simulation, name

@@ -1,0 +1,1 @@
+"""Profiling: the event recorder every task uses, and the run report built from its events."""

@@ -1,0 +1,81 @@
+"""Layout of a run directory: every path a task reads or writes comes from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = ("sim", "aggregator", "trainer", "agent")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory (and node-local scratch, when configured)."""
+
+    root: Path
+    scratch: Path | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def adios_xml(self) -> Path:
+        return self.root / "adios.xml"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.root / "STOP"
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.root / "tasks"
+
+    def task_dir(self, role: str, index: int) -> Path:
+        return self.tasks_dir / f"{role}-{index:04d}"
+
+    def task_file(self, role: str, index: int) -> Path:
+        return self.task_dir(role, index) / "task.yaml"
+
+    @property
+    def stream_dir(self) -> Path:
+        return self.root / "stream"
+
+    @property
+    def sst_dir(self) -> Path:
+        """Where SST contact files live (node-local scratch when set)."""
+        return (self.scratch / "sst") if self.scratch else self.stream_dir
+
+    def sim_stream(self, sim_id: int) -> Path:
+        """ADIOS name of a simulation's output stream (SST writes `<name>.sst` beside it)."""
+        return self.sst_dir / f"sim-{sim_id:04d}"
+
+    def aggregator_store(self, agg_id: int) -> Path:
+        return self.stream_dir / f"agg-{agg_id:04d}.bp"
+
+    def aggregator_stores(self) -> list[Path]:
+        return sorted(self.stream_dir.glob("agg-*.bp"))
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def catalog_file(self) -> Path:
+        return self.catalog_dir / "outliers.pkl"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def create(self) -> None:
+        for path in (self.tasks_dir, self.stream_dir, self.sst_dir, self.model_dir, self.catalog_dir):
+            path.mkdir(parents=True, exist_ok=True)

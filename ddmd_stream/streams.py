@@ -1,0 +1,648 @@
+"""Frames over ADIOS2: writers, readers, a multi-stream poller and an incremental store reader.
+
+A *batch* is a dict of numpy arrays that share a leading frame dimension K; a simulation writes
+batches of one frame, an aggregator batches of many. Each ADIOS step holds one batch.
+Writers and readers open by IO name from an ADIOS XML file: the engine (SST, BP5, BP4, …) and
+its parameters come only from the XML, so a transport is swapped by editing the XML.
+
+`python -m ddmd_stream.streams ls FILE.bp` and `… export FILE.bp OUT.h5|OUT.npz` inspect stores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ddmd_stream.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
+FILE_ENGINES = {"bp5", "bp4", "bp3", "bpfile", "file", "filestream", "hdf5"}
+
+
+class StreamError(InputError):
+    """A stream could not be opened, read or written; the message says which and why."""
+
+
+class StreamOpenTimeout(StreamError):
+    """No peer (reader for a writer, writer for a reader) appeared in time."""
+
+
+class WriterDied(StreamError):
+    """The writer of a stream went away without closing it."""
+
+
+# --------------------------------------------------------------------------- ADIOS setup
+
+
+def _adios2():  # imported lazily: `ls`/config users need not pay for it
+    import adios2
+
+    return adios2
+
+
+def validate_xml(xml: Path, io_names: list[str]) -> str | None:
+    """A readable problem with an ADIOS XML file (missing, unparsable, IO absent), or None."""
+    if not xml.is_file():
+        return f"{xml}: ADIOS XML file not found"
+    try:
+        root = ElementTree.parse(xml).getroot()
+    except ElementTree.ParseError as error:
+        return f"{xml}: not valid XML: {error}"
+    declared = {io.get("name") for io in root.iter("io")}
+    missing = [name for name in io_names if name not in declared]
+    if missing:
+        return f"{xml}: no <io name=...> for {', '.join(missing)} (declared: {sorted(declared)})"
+    for io in root.iter("io"):
+        engine = io.find("engine")
+        if engine is None or not engine.get("type"):
+            return f"{xml}: <io name='{io.get('name')}'> has no <engine type=...>"
+    return None
+
+
+def declare_io(xml: Path, io_name: str):
+    """The IO `io_name` configured by `xml` (engine and parameters from the XML only)."""
+    problem = validate_xml(Path(xml), [io_name])
+    if problem:
+        raise StreamError(problem)
+    adios = _adios2().Adios(str(xml))
+    io = adios.declare_io(io_name)
+    return adios, io
+
+
+def engine_type(xml: Path, io_name: str) -> str:
+    """The engine (lower case) that `xml` gives `io_name`, without starting ADIOS."""
+    problem = validate_xml(Path(xml), [io_name])
+    if problem:
+        raise StreamError(problem)
+    root = ElementTree.parse(xml).getroot()
+    io = next(io for io in root.iter("io") if io.get("name") == io_name)
+    return io.find("engine").get("type", "").lower()
+
+
+def is_file_engine(engine: str) -> bool:
+    return engine.lower() in FILE_ENGINES
+
+
+# --------------------------------------------------------------------------- writer identity
+
+
+@dataclass(frozen=True)
+class WriterInfo:
+    """Who writes a stream, kept beside it so readers can tell a live writer from a dead one."""
+
+    pid: int
+    host: str
+    token: str
+    started: float
+
+    @staticmethod
+    def sidecar(path: Path) -> Path:
+        return path.with_name(path.name + ".writer")
+
+    @classmethod
+    def read(cls, path: Path) -> WriterInfo | None:
+        try:
+            return cls(**json.loads(cls.sidecar(path).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        tmp = self.sidecar(path).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, self.sidecar(path))
+
+    def alive(self, path: Path, liveness_timeout_s: float) -> bool:
+        """Same host: is the pid running? Elsewhere: was the sidecar touched recently?"""
+        if self.host == socket.gethostname():
+            return _pid_alive(self.pid)
+        try:
+            age = time.time() - self.sidecar(path).stat().st_mtime
+        except OSError:
+            return False
+        return age < liveness_timeout_s
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def contact_file(path: Path) -> Path:
+    """Where SST writes a stream's contact information."""
+    return path.with_name(path.name + ".sst")
+
+
+def clean_stale_contact_files(folder: Path) -> list[Path]:
+    """Remove `*.sst` files whose writer is gone (they break readers); returns those removed."""
+    removed = []
+    for sst in Path(folder).glob("*.sst"):
+        stream = sst.with_name(sst.name.removesuffix(".sst"))
+        info = WriterInfo.read(stream)
+        if info is None or not info.alive(stream, liveness_timeout_s=0.0):
+            sst.unlink(missing_ok=True)
+            removed.append(sst)
+    if removed:
+        logger.info("removed %d stale SST contact file(s) in %s", len(removed), folder)
+    return removed
+
+
+@contextmanager
+def open_deadline(seconds: float, message: str) -> Iterator[None]:
+    """End this process with `message` if the block does not finish within `seconds`.
+
+    Blocking ADIOS opens hold the GIL and ignore signals, so the guard is a tiny watchdog
+    process that waits on a pipe; closing the pipe (block finished) releases it.
+    """
+    code = (
+        "import os,select,signal,sys,time\n"
+        "pid,secs,msg=int(sys.argv[1]),float(sys.argv[2]),sys.argv[3]\n"
+        "r,_,_=select.select([sys.stdin],[],[],secs)\n"
+        "if not r:\n"
+        "    sys.stderr.write('error: '+msg+'\\n'); sys.stderr.flush()\n"
+        "    os.kill(pid,signal.SIGTERM); time.sleep(3)\n"
+        "    try: os.kill(pid,signal.SIGKILL)\n"
+        "    except OSError: pass\n"
+    )
+    guard = subprocess.Popen(
+        [sys.executable, "-c", code, str(os.getpid()), str(seconds), message],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        yield
+    finally:
+        guard.stdin.close()
+        guard.wait()
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class FrameWriter:
+    """Writes batches to one stream; the first batch fixes the variables and their dtypes."""
+
+    def __init__(
+        self, xml: Path, io_name: str, path: Path, open_timeout_s: float = 120.0, append: bool = False
+    ):
+        self.path = Path(path)
+        self.adios, self.io = declare_io(xml, io_name)
+        self.engine_name = self.io.engine_type().lower()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._variables: dict[str, object] = {}
+        self.put_seconds = 0.0
+        self.frames_written = 0
+        self.bytes_written = 0
+        contact_file(self.path).unlink(missing_ok=True)  # a stale one would break readers
+        WriterInfo(os.getpid(), socket.gethostname(), uuid.uuid4().hex, time.time()).write(self.path)
+        modes = _adios2().bindings.Mode
+        mode = modes.Append if append and self.path.exists() else modes.Write
+        logger.info("opening %s stream %s (waiting up to %.0f s for a reader)",
+                    self.engine_name, self.path, open_timeout_s)
+        message = (f"no reader opened stream {self.path} ({self.engine_name}) within {open_timeout_s:.0f} s;"
+                   " is its aggregator running? (streams.open_timeout_s)")
+        with open_deadline(open_timeout_s, message):
+            self.engine = self.io.open(str(self.path), mode)
+
+    def _variable(self, name: str, array: np.ndarray):
+        shape = list(array.shape)
+        variable = self._variables.get(name)
+        if variable is None:
+            variable = self.io.define_variable(name, array, shape, [0] * len(shape), shape)
+            self._variables[name] = variable
+        else:
+            variable.set_shape(shape)
+            variable.set_selection([[0] * len(shape), shape])
+        return variable
+
+    def write(self, batch: Mapping[str, np.ndarray]) -> None:
+        """Publish one step holding `batch` (arrays with a common leading frame dimension)."""
+        started = time.perf_counter()
+        arrays = {name: _writable(value) for name, value in batch.items()}
+        counts = {a.shape[0] for a in arrays.values()}
+        if len(counts) != 1:
+            raise StreamError(f"{self.path}: batch arrays disagree on the frame count: {counts}")
+        self.engine.begin_step()
+        for name, array in arrays.items():
+            self.engine.put(self._variable(name, array), array, _adios2().bindings.Mode.Sync)
+        self.engine.end_step()
+        os.utime(WriterInfo.sidecar(self.path))
+        self.put_seconds += time.perf_counter() - started
+        self.frames_written += counts.pop()
+        self.bytes_written += sum(a.nbytes for a in arrays.values())
+
+    def close(self) -> None:
+        if getattr(self, "engine", None) is not None:
+            self.engine.close()
+            self.engine = None
+            WriterInfo.sidecar(self.path).unlink(missing_ok=True)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _writable(value: np.ndarray) -> np.ndarray:
+    """ADIOS rejects bool arrays and needs contiguous memory."""
+    array = np.ascontiguousarray(value)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.ndim == 0:
+        raise StreamError("batch values need a leading frame dimension (got a scalar)")
+    return array
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class FrameReader:
+    """Reads batches from one stream, step by step, without re-reading."""
+
+    def __init__(
+        self,
+        xml: Path,
+        io_name: str,
+        path: Path,
+        open_timeout_s: float = 120.0,
+        liveness_timeout_s: float = 30.0,
+        skip_steps: int = 0,
+    ):
+        self.path = Path(path)
+        self.liveness_timeout_s = liveness_timeout_s
+        self.adios, self.io = declare_io(xml, io_name)
+        self.engine_name = self.io.engine_type().lower()
+        self.writer = WriterInfo.read(self.path)
+        self.ended = False
+        self.steps_read = 0
+        self.get_seconds = 0.0
+        try:
+            self.engine = self.io.open(str(self.path), _adios2().bindings.Mode.Read)
+        except (RuntimeError, ValueError) as error:
+            raise StreamOpenTimeout(f"{self.path}: cannot open ({self.engine_name}): {_short(error)}") from None
+        for _ in range(skip_steps):
+            if self.next(timeout_s=open_timeout_s) is None:
+                break
+
+    def next(self, timeout_s: float = 0.0) -> Batch | None:
+        """The next batch, or None if none arrived within `timeout_s` or the stream ended.
+
+        Raises WriterDied when the writer went away without closing the stream.
+        """
+        if self.ended:
+            return None
+        status = self._begin_step(timeout_s)
+        StepStatus = _adios2().bindings.StepStatus
+        if status == StepStatus.OK:
+            return self._read_step()
+        if status == StepStatus.EndOfStream:
+            self.ended = True
+            return None
+        if status == StepStatus.NotReady:
+            self._check_writer_alive()
+            return None
+        raise WriterDied(f"{self.path}: stream failed ({status}); its writer probably died")
+
+    def _begin_step(self, timeout_s: float):
+        try:
+            return self.engine.begin_step(_adios2().bindings.StepMode.Read, timeout_s)
+        except (RuntimeError, ValueError) as error:
+            raise WriterDied(f"{self.path}: stream broken: {_short(error)}") from None
+
+    def _check_writer_alive(self) -> None:
+        if not is_file_engine(self.engine_name):
+            return  # SST reports a dead writer itself
+        info = WriterInfo.read(self.path) or self.writer
+        if info is not None and not info.alive(self.path, self.liveness_timeout_s):
+            raise WriterDied(f"{self.path}: writer (pid {info.pid} on {info.host}) is gone")
+
+    def _read_step(self) -> Batch:
+        started = time.perf_counter()
+        batch: Batch = {}
+        for name, meta in self.io.available_variables().items():
+            variable = self.io.inquire_variable(name)
+            shape = variable.shape()
+            out = np.empty(shape, dtype=_dtype(meta["Type"]))
+            self.engine.get(variable, out, _adios2().bindings.Mode.Sync)
+            batch[name] = out
+        self.engine.end_step()
+        self.steps_read += 1
+        self.get_seconds += time.perf_counter() - started
+        return batch
+
+    def close(self) -> None:
+        if getattr(self, "engine", None) is not None:
+            try:
+                self.engine.close()
+            except (RuntimeError, ValueError) as error:
+                logger.debug("closing %s: %s", self.path, _short(error))
+            self.engine = None
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_ADIOS_TYPES = {
+    "int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32, "int64_t": np.int64,
+    "uint8_t": np.uint8, "uint16_t": np.uint16, "uint32_t": np.uint32, "uint64_t": np.uint64,
+    "float": np.float32, "double": np.float64, "char": np.int8,
+}
+
+
+def _dtype(adios_type: str) -> np.dtype:
+    try:
+        return np.dtype(_ADIOS_TYPES[adios_type])
+    except KeyError:
+        raise StreamError(f"unsupported ADIOS variable type {adios_type!r}") from None
+
+
+def _short(error: Exception) -> str:
+    """ADIOS messages carry colour codes and timestamps; keep the informative tail."""
+    text = str(error).replace("\x1b", "")
+    for marker in ("<ADIOS2 EXCEPTION>", "[ADIOS2 EXCEPTION]"):
+        text = text.split(marker)[-1]
+    return " ".join(text.replace("[0m", "").replace("[1;36m", "").replace("[1;34m", "").split())[:300]
+
+
+# --------------------------------------------------------------------------- many streams
+
+
+def stream_ready(path: Path, engine: str) -> WriterInfo | None:
+    """The writer of `path` if it has opened the stream far enough for a reader to connect."""
+    info = WriterInfo.read(path)
+    if info is None:
+        return None
+    opened = (path / "md.idx").exists() if is_file_engine(engine) else contact_file(path).exists()
+    return info if opened else None
+
+
+@dataclass
+class _Source:
+    key: int
+    path: Path
+    reader: FrameReader | None = None
+    finished_token: str | None = None  # writer we already read to the end (or saw die)
+    frames: int = 0
+    ends: int = 0
+    deaths: int = 0
+
+
+@dataclass
+class StreamPoller:
+    """Serves many streams from one process, round robin, never blocking on one of them.
+
+    A stream is opened once its writer has appeared, and again after its writer restarts.
+    """
+
+    xml: Path
+    io_name: str
+    paths: Mapping[int, Path]
+    open_timeout_s: float = 120.0
+    liveness_timeout_s: float = 30.0
+    sources: list[_Source] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = engine_type(self.xml, self.io_name)
+        self.sources = [_Source(key, Path(path)) for key, path in self.paths.items()]
+
+    def poll(self) -> list[tuple[int, Batch]]:
+        """One round over all streams: every batch available now, tagged with its stream key."""
+        got: list[tuple[int, Batch]] = []
+        for source in self.sources:
+            if source.reader is None:
+                self._try_open(source)
+            if source.reader is not None:
+                got.extend((source.key, batch) for batch in self._drain(source))
+        return got
+
+    def _try_open(self, source: _Source) -> None:
+        info = stream_ready(source.path, self.engine)
+        if info is None or info.token == source.finished_token:
+            return
+        try:
+            source.reader = FrameReader(self.xml, self.io_name, source.path,
+                                        self.open_timeout_s, self.liveness_timeout_s)
+            source.reader.writer = info
+            logger.info("stream %d opened: %s", source.key, source.path)
+        except StreamError as error:
+            logger.warning("stream %d: %s (will retry)", source.key, error)
+
+    def _drain(self, source: _Source, limit: int = 64) -> Iterator[Batch]:
+        reader = source.reader
+        for _ in range(limit):
+            try:
+                batch = reader.next(0.0)
+            except WriterDied as error:
+                logger.warning("stream %d: %s", source.key, error)
+                source.deaths += 1
+                self._retire(source)
+                return
+            if batch is None:
+                if reader.ended:
+                    logger.info("stream %d ended cleanly after %d frames", source.key, source.frames)
+                    source.ends += 1
+                    self._retire(source)
+                return
+            source.frames += len(next(iter(batch.values()), ()))
+            yield batch
+
+    def _retire(self, source: _Source) -> None:
+        source.finished_token = source.reader.writer.token if source.reader.writer else None
+        source.reader.close()
+        source.reader = None
+
+    @property
+    def open_count(self) -> int:
+        return sum(s.reader is not None for s in self.sources)
+
+    @property
+    def get_seconds(self) -> float:
+        return sum(s.reader.get_seconds for s in self.sources if s.reader)
+
+    def close(self) -> None:
+        for source in self.sources:
+            if source.reader is not None:
+                source.reader.close()
+                source.reader = None
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class StoreReader:
+    """Incremental reader of one growing BP store: each call returns only steps not read yet.
+
+    Survives the store's writer restarting (reopens and skips what it has read).
+    """
+
+    def __init__(self, xml: Path, io_name: str, path: Path, liveness_timeout_s: float = 30.0):
+        self.xml, self.io_name, self.path = Path(xml), io_name, Path(path)
+        self.liveness_timeout_s = liveness_timeout_s
+        self.steps_read = 0
+        self.reader: FrameReader | None = None
+        self.writer_token: str | None = None
+
+    def read_new(self, max_steps: int = 1_000_000) -> list[Batch]:
+        if self.reader is None and not self._open():
+            return []
+        batches = []
+        for _ in range(max_steps):
+            try:
+                batch = self.reader.next(0.0)
+            except WriterDied as error:
+                logger.info("store %s: %s; will reopen when it is written again", self.path, error)
+                self._close()
+                break
+            if batch is None:
+                if self.reader.ended:
+                    self._close()
+                break
+            batches.append(batch)
+            self.steps_read += 1
+        return batches
+
+    def _open(self) -> bool:
+        info = WriterInfo.read(self.path)
+        if not (self.path / "md.idx").exists():
+            return False
+        if self.reader is None and info is not None and info.token == self.writer_token:
+            return False  # already read to the end of this writer's output
+        try:
+            self.reader = FrameReader(self.xml, self.io_name, self.path, 5.0, self.liveness_timeout_s,
+                                      skip_steps=self.steps_read)
+        except StreamError as error:
+            logger.debug("store %s not readable yet: %s", self.path, error)
+            self.reader = None
+            return False
+        self.reader.writer = info
+        return True
+
+    def _close(self) -> None:
+        self.writer_token = self.reader.writer.token if self.reader and self.reader.writer else "closed"
+        self.reader.close()
+        self.reader = None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+def read_store(path: Path, variables: list[str] | None = None, xml: Path | None = None,
+               io_name: str = "AggregatorOutput") -> Batch:
+    """Every step written so far to a BP store, concatenated along frames."""
+    return concat_batches(list(_iter_store(path, variables, xml, io_name)))
+
+
+def _iter_store(path: Path, variables: list[str] | None, xml: Path | None, io_name: str) -> Iterator[Batch]:
+    xml = xml or _plain_bp5_xml(io_name)
+    with FrameReader(xml, io_name, path, open_timeout_s=5.0, liveness_timeout_s=1e9) as reader:
+        while (batch := reader.next(0.0)) is not None:
+            if variables:
+                missing = [n for n in variables if n not in batch]
+                if missing:
+                    raise StreamError(f"{path}: no variable(s) {missing}; has {sorted(batch)}")
+                batch = {n: batch[n] for n in variables}
+            yield batch
+
+
+def _plain_bp5_xml(io_name: str) -> Path:
+    """A throwaway XML that reads `io_name` with BP5, for tools given only a store path."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ddmd-xml-"))
+    xml = folder / "bp5.xml"
+    xml.write_text(f'<adios-config><io name="{io_name}"><engine type="BP5"/></io></adios-config>')
+    return xml
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    if not batches:
+        return {}
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+def describe_store(path: Path) -> list[tuple[str, str, str, int, int]]:
+    """(name, dtype, shape of one frame, steps, frames) for each variable of a BP store."""
+    rows: dict[str, list] = {}
+    for batch in _iter_store(path, None, None, "AggregatorOutput"):
+        for name, array in batch.items():
+            row = rows.setdefault(name, [name, str(array.dtype), str(array.shape[1:]), 0, 0])
+            row[3] += 1
+            row[4] += array.shape[0]
+    return [tuple(row) for _, row in sorted(rows.items())]
+
+
+def _open_store_for_cli(path: Path) -> None:
+    if not (path / "md.idx").exists():
+        raise StreamError(f"{path}: not a BP store (no md.idx inside); give a *.bp folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ddmd_stream.streams", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="list variables, types, shapes and steps of a BP store")
+    ls.add_argument("store", type=Path)
+    export = sub.add_parser("export", help="write variables of a BP store to HDF5 (.h5) or .npz")
+    export.add_argument("store", type=Path)
+    export.add_argument("output", type=Path)
+    export.add_argument("--vars", nargs="*", default=None, help="variables (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        _open_store_for_cli(args.store)
+        if args.command == "ls":
+            for name, kind, shape, steps, frames in describe_store(args.store):
+                print(f"{name:20s} {kind:8s} frame shape {shape:>12s}  steps {steps:6d}  frames {frames}")
+            return 0
+        data = read_store(args.store, args.vars)
+        export_batch(data, args.output)
+        print(f"wrote {len(next(iter(data.values()), []))} frames of {sorted(data)} to {args.output}")
+        return 0
+    except (StreamError, RuntimeError, ValueError) as error:
+        print(f"error: {_short(error) if not isinstance(error, StreamError) else error}", file=sys.stderr)
+        return 2
+
+
+def export_batch(data: Batch, output: Path) -> None:
+    if output.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(output, "w") as out:
+            for name, array in data.items():
+                out.create_dataset(name, data=array, compression="gzip")
+    elif output.suffix == ".npz":
+        np.savez_compressed(output, **data)
+    else:
+        raise StreamError(f"{output}: unknown export format (use .h5 or .npz)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

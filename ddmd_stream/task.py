@@ -1,0 +1,178 @@
+"""What every task shares: `-c task.yaml`, logging, stop signals, heartbeat and events.
+
+A role's `__main__` is `raise SystemExit(run_task("sim", main))` where `main(ctx)` does the work
+and returns when `ctx.should_stop()` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddmd_stream.config import ConfigError, RunConfig, load_config
+from ddmd_stream.errors import InputError
+from ddmd_stream.profile.events import EventRecorder
+from ddmd_stream.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """The per-task YAML the launcher writes: which task this is and where its run lives."""
+
+    role: str
+    index: int
+    run_dir: Path
+    deadline: float  # time.time() by which the task must have stopped
+    members: list[int] = field(default_factory=list)  # e.g. the simulations of an aggregator
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"role": self.role, "index": self.index, "run_dir": str(self.run_dir),
+                "deadline": self.deadline, "members": list(self.members)}
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> TaskFile:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+            return cls(data["role"], int(data["index"]), Path(data["run_dir"]), float(data["deadline"]),
+                       [int(m) for m in data.get("members") or []])
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: task file not found") from None
+        except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{path}: not a valid task file ({type(error).__name__}: {error})") from None
+
+
+class TaskContext:
+    """A running task: its config, run directory, logger, events and stop conditions."""
+
+    def __init__(self, task: TaskFile, config: RunConfig):
+        self.task = task
+        self.config = config
+        self.run = RunDir(task.run_dir, config.streams.node_local_path)
+        self.name = f"{task.role}-{task.index:04d}"
+        self.dir = self.run.task_dir(task.role, task.index)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.events = EventRecorder(self.dir / "events.jsonl", self.name)
+        self.stop_requested = False
+        self._status: dict[str, Any] = {}
+        self._last_heartbeat = 0.0
+
+    @property
+    def index(self) -> int:
+        return self.task.index
+
+    @property
+    def members(self) -> list[int]:
+        return self.task.members
+
+    def should_stop(self) -> bool:
+        """STOP file, deadline or a signal; also beats the heartbeat when it is due."""
+        self.heartbeat()
+        if self.stop_requested:
+            return True
+        if time.time() >= self.task.deadline:
+            logger.info("deadline reached")
+            self.stop_requested = True
+        elif self.run.stop_file.exists():
+            logger.info("STOP file seen")
+            self.stop_requested = True
+        return self.stop_requested
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking early when a stop condition appears."""
+        end = time.monotonic() + seconds
+        while not self.should_stop() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
+
+    def update_status(self, **status: Any) -> None:
+        self._status.update(status)
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_heartbeat < self.config.workflow.heartbeat_s:
+            return
+        self._last_heartbeat = now
+        record = {"task": self.name, "pid": os.getpid(), "time": now, **self._status}
+        tmp = self.dir / "status.json.tmp"
+        try:
+            tmp.write_text(json.dumps(record, default=str))
+            os.replace(tmp, self.dir / "status.json")
+        except OSError as error:
+            logger.error("cannot write heartbeat in %s: %s", self.dir, error)
+        self.events.flush()
+
+
+def _setup_logging(log_file: Path) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    try:
+        handlers.append(logging.FileHandler(log_file))
+    except OSError:
+        pass
+    logging.basicConfig(
+        level=os.environ.get("DDMD_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def _install_signal_handlers(ctx: TaskContext) -> None:
+    def request_stop(signum: int, _frame: object) -> None:
+        logger.info("signal %s: stopping", signal.Signals(signum).name)
+        ctx.stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def open_context(role: str, task_path: Path) -> TaskContext:
+    task = TaskFile.load(task_path)
+    if task.role != role:
+        raise ConfigError(f"{task_path}: task file is for role {task.role!r}, not {role!r}")
+    config = load_config(RunDir(task.run_dir).config_file)
+    return TaskContext(task, config)
+
+
+def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | None = None) -> int:
+    """Parse `-c TASK.yaml`, set up the task, run `main(ctx)`; one clear line on bad input."""
+    parser = argparse.ArgumentParser(prog=f"python -m ddmd_stream.{role}")
+    parser.add_argument("-c", "--config", type=Path, required=True, help="task YAML written by the launcher")
+    args = parser.parse_args(argv)
+    try:
+        ctx = open_context(role, args.config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _setup_logging(ctx.dir / "log")
+    _install_signal_handlers(ctx)
+    ctx.events.event("task_start", role=role, pid=os.getpid())
+    code = EXIT_OK
+    try:
+        main(ctx)
+    except InputError as error:
+        logger.error("%s", error)
+        code = EXIT_BAD_INPUT
+    except Exception:
+        logger.exception("task failed")
+        code = EXIT_FAILED
+    finally:
+        ctx.events.event("task_end", code=code)
+        ctx.heartbeat(force=True)
+        ctx.events.close()
+    return code

@@ -1,0 +1,1 @@
+"""Running the four roles as tasks: plan, engines (RADICAL-EnTK, local), resources."""

@@ -1,0 +1,90 @@
+"""Turn a validated config into a run directory and a task plan (no task is started here)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ddmd_stream.config import ConfigError, RunConfig, save_config
+from ddmd_stream.rundir import RunDir
+from ddmd_stream.streams import clean_stale_contact_files
+from ddmd_stream.task import TaskFile
+from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+MODULES = {"sim": "ddmd_stream.sim", "aggregator": "ddmd_stream.aggregate",
+           "trainer": "ddmd_stream.train", "agent": "ddmd_stream.agent"}
+
+
+def assign_simulations(num_simulations: int, num_aggregators: int) -> list[list[int]]:
+    """Simulation ids of each aggregator, round robin."""
+    return [list(range(j, num_simulations, num_aggregators)) for j in range(num_aggregators)]
+
+
+def run_dir_in_use(run: RunDir) -> bool:
+    return run.config_file.exists()
+
+
+def prepare_run_dir(config: RunConfig) -> RunDir:
+    """Create (or reuse, per `workflow.on_existing`) the run directory; copy config and XML in."""
+    run = RunDir(config.workflow.run_dir, config.streams.node_local_path)
+    policy = config.workflow.on_existing
+    if run_dir_in_use(run):
+        if policy == "refuse":
+            raise ConfigError(
+                f"{run.root}: already holds a run; set workflow.on_existing to resume or overwrite "
+                "(or use --resume / --overwrite), or choose another workflow.run_dir"
+            )
+        if policy == "overwrite":
+            logger.warning("overwriting the run in %s", run.root)
+            shutil.rmtree(run.root)
+            if run.scratch:
+                shutil.rmtree(run.sst_dir, ignore_errors=True)
+    run.create()
+    run.stop_file.unlink(missing_ok=True)  # a STOP left from an earlier run must not stop this one
+    clean_stale_contact_files(run.sst_dir)
+    shutil.copyfile(config.streams.adios_xml, run.adios_xml)
+    resolved = config.model_copy(deep=True)
+    object.__setattr__(resolved.streams, "adios_xml", run.adios_xml)
+    object.__setattr__(resolved.workflow, "run_dir", run.root)
+    save_config(resolved, run.config_file)
+    return run
+
+
+def plan_tasks(config: RunConfig, run: RunDir, deadline: float) -> TaskPlan:
+    """Write every task's YAML and return the plan; aggregators come first so sims find them."""
+    res = config.resources
+    groups = assign_simulations(config.simulation.num_simulations, config.aggregation.num_aggregators)
+    wanted: list[tuple[str, int, list[int], int, int]] = [
+        *(("aggregator", j, members, res.aggregator_cpus, 0) for j, members in enumerate(groups)),
+        *(("sim", i, [], res.sim_cpus, res.sim_gpus) for i in range(config.simulation.num_simulations)),
+        ("trainer", 0, [], res.trainer_cpus, res.trainer_gpus),
+        ("agent", 0, [], res.agent_cpus, res.agent_gpus),
+    ]
+    tasks = [_task(run, role, index, members, cpus, gpus, deadline)
+             for role, index, members, cpus, gpus in wanted]
+    return TaskPlan(tasks, run.root)
+
+
+def _task(run: RunDir, role: str, index: int, members: list[int], cpus: int, gpus: int,
+          deadline: float) -> TaskSpec:
+    task_file = run.task_file(role, index)
+    TaskFile(role, index, run.root, deadline, members).save(task_file)
+    return TaskSpec(role=role, index=index, executable=sys.executable,
+                    arguments=["-m", MODULES[role], "-c", str(task_file)],
+                    workdir=task_file.parent, cpus=cpus, gpus=gpus)
+
+
+def prepare(config: RunConfig, start: float | None = None) -> TaskPlan:
+    """Run directory + plan for `config`; tasks must stop by start + workflow.duration_s."""
+    run = prepare_run_dir(config)
+    deadline = (start or time.time()) + config.workflow.duration_s
+    return plan_tasks(config, run, deadline)
+
+
+def task_log(spec: TaskSpec) -> Path:
+    return spec.workdir / "log"
