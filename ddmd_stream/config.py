@@ -147,6 +147,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(32, ge=1, description="Mini-batch size.")
     validation_split: float = Field(0.2, gt=0, lt=1, description="Share of the window held out.")
     round_interval_s: float = Field(0.0, ge=0, description="Least time between round starts (s).")
+    keep_models: int = Field(5, ge=1, description="Published model versions kept on disk (older pruned).")
     seed: int | None = Field(None, ge=0, description="Random seed.")
 
 

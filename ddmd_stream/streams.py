@@ -177,15 +177,14 @@ def open_deadline(seconds: float, message: str) -> Iterator[None]:
     Blocking ADIOS opens hold the GIL and ignore signals, so the guard is a tiny watchdog
     process that waits on a pipe; closing the pipe (block finished) releases it.
     """
-    code = (
-        "import os,select,signal,sys,time\n"
+    code = (  # stdin reaches EOF when the block finished or the guarded process is gone
+        "import os,select,signal,sys\n"
         "pid,secs,msg=int(sys.argv[1]),float(sys.argv[2]),sys.argv[3]\n"
-        "r,_,_=select.select([sys.stdin],[],[],secs)\n"
-        "if not r:\n"
+        "if not select.select([sys.stdin],[],[],secs)[0]:\n"
         "    sys.stderr.write('error: '+msg+'\\n'); sys.stderr.flush()\n"
-        "    os.kill(pid,signal.SIGTERM); time.sleep(3)\n"
-        "    try: os.kill(pid,signal.SIGKILL)\n"
-        "    except OSError: pass\n"
+        "    os.kill(pid,signal.SIGTERM)\n"
+        "    if not select.select([sys.stdin],[],[],3)[0]:\n"
+        "        os.kill(pid,signal.SIGKILL)\n"
     )
     guard = subprocess.Popen(
         [sys.executable, "-c", code, str(os.getpid()), str(seconds), message],
@@ -204,8 +203,15 @@ def open_deadline(seconds: float, message: str) -> Iterator[None]:
 class FrameWriter:
     """Writes batches to one stream; the first batch fixes the variables and their dtypes."""
 
+    HEARTBEAT_S = 1.0  # least time between touches of the `.writer` sidecar
+
     def __init__(
-        self, xml: Path, io_name: str, path: Path, open_timeout_s: float = 120.0, append: bool = False
+        self,
+        xml: Path,
+        io_name: str,
+        path: Path,
+        open_timeout_s: float = 120.0,
+        append: bool = False,
     ):
         self.path = Path(path)
         self.adios, self.io = declare_io(xml, io_name)
@@ -216,13 +222,17 @@ class FrameWriter:
         self.frames_written = 0
         self.bytes_written = 0
         contact_file(self.path).unlink(missing_ok=True)  # a stale one would break readers
-        WriterInfo(os.getpid(), socket.gethostname(), uuid.uuid4().hex, time.time()).write(self.path)
+        self.info = WriterInfo(os.getpid(), socket.gethostname(), uuid.uuid4().hex, time.time())
+        self.info.write(self.path)
+        self._last_heartbeat = time.monotonic()
         modes = _adios2().bindings.Mode
         mode = modes.Append if append and self.path.exists() else modes.Write
         logger.info("opening %s stream %s (waiting up to %.0f s for a reader)",
                     self.engine_name, self.path, open_timeout_s)
-        message = (f"no reader opened stream {self.path} ({self.engine_name}) within {open_timeout_s:.0f} s;"
-                   " is its aggregator running? (streams.open_timeout_s)")
+        message = (
+            f"no reader opened stream {self.path} ({self.engine_name}) within"
+            f" {open_timeout_s:g} s; is its aggregator running? (streams.open_timeout_s)"
+        )
         with open_deadline(open_timeout_s, message):
             self.engine = self.io.open(str(self.path), mode)
 
@@ -248,10 +258,20 @@ class FrameWriter:
         for name, array in arrays.items():
             self.engine.put(self._variable(name, array), array, _adios2().bindings.Mode.Sync)
         self.engine.end_step()
-        os.utime(WriterInfo.sidecar(self.path))
+        self.heartbeat(force=True)
         self.put_seconds += time.perf_counter() - started
         self.frames_written += counts.pop()
         self.bytes_written += sum(a.nbytes for a in arrays.values())
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Tell readers on other hosts this writer is alive (call it during long quiet spells)."""
+        now = time.monotonic()
+        if force or now - self._last_heartbeat >= self.HEARTBEAT_S:
+            try:
+                os.utime(WriterInfo.sidecar(self.path))
+            except FileNotFoundError:  # removed by someone else: put it back
+                self.info.write(self.path)
+            self._last_heartbeat = now
 
     def close(self) -> None:
         if getattr(self, "engine", None) is not None:
@@ -302,10 +322,22 @@ class FrameReader:
         try:
             self.engine = self.io.open(str(self.path), _adios2().bindings.Mode.Read)
         except (RuntimeError, ValueError) as error:
-            raise StreamOpenTimeout(f"{self.path}: cannot open ({self.engine_name}): {_short(error)}") from None
-        for _ in range(skip_steps):
-            if self.next(timeout_s=open_timeout_s) is None:
-                break
+            raise StreamOpenTimeout(
+                f"{self.path}: cannot open ({self.engine_name}): {_short(error)}"
+            ) from None
+        self.skipped = self._skip(skip_steps, open_timeout_s)
+
+    def _skip(self, steps: int, timeout_s: float) -> int:
+        """Step over `steps` steps without reading their data; returns how many were skipped."""
+        StepStatus = _adios2().bindings.StepStatus
+        for skipped in range(steps):
+            status = self._begin_step(timeout_s)
+            if status != StepStatus.OK:
+                if status == StepStatus.EndOfStream:
+                    self.ended = True
+                return skipped
+            self.engine.end_step()
+        return steps
 
     def next(self, timeout_s: float = 0.0) -> Batch | None:
         """The next batch, or None if none arrived within `timeout_s` or the stream ended.
@@ -387,7 +419,9 @@ def _short(error: Exception) -> str:
     text = str(error).replace("\x1b", "")
     for marker in ("<ADIOS2 EXCEPTION>", "[ADIOS2 EXCEPTION]"):
         text = text.split(marker)[-1]
-    return " ".join(text.replace("[0m", "").replace("[1;36m", "").replace("[1;34m", "").split())[:300]
+    for code in ("[0m", "[1;36m", "[1;34m"):
+        text = text.replace(code, "")
+    return " ".join(text.split())[:300]
 
 
 # --------------------------------------------------------------------------- many streams
@@ -446,8 +480,9 @@ class StreamPoller:
         if info is None or info.token == source.finished_token:
             return
         try:
-            source.reader = FrameReader(self.xml, self.io_name, source.path,
-                                        self.open_timeout_s, self.liveness_timeout_s)
+            source.reader = FrameReader(
+                self.xml, self.io_name, source.path, self.open_timeout_s, self.liveness_timeout_s
+            )
             source.reader.writer = info
             logger.info("stream %d opened: %s", source.key, source.path)
         except StreamError as error:
@@ -465,7 +500,9 @@ class StreamPoller:
                 return
             if batch is None:
                 if reader.ended:
-                    logger.info("stream %d ended cleanly after %d frames", source.key, source.frames)
+                    logger.info(
+                        "stream %d ended cleanly after %d frames", source.key, source.frames
+                    )
                     source.ends += 1
                     self._retire(source)
                 return
@@ -498,15 +535,18 @@ class StreamPoller:
 class StoreReader:
     """Incremental reader of one growing BP store: each call returns only steps not read yet.
 
-    Survives the store's writer restarting (reopens and skips what it has read).
+    Survives the store's writer restarting (reopens and steps over what it has read). Once it
+    has read to the end, it reopens only after the store's index changed.
     """
 
     def __init__(self, xml: Path, io_name: str, path: Path, liveness_timeout_s: float = 30.0):
         self.xml, self.io_name, self.path = Path(xml), io_name, Path(path)
         self.liveness_timeout_s = liveness_timeout_s
         self.steps_read = 0
+        self.opens = 0
         self.reader: FrameReader | None = None
-        self.writer_token: str | None = None
+        self._opened_signature: tuple[int, int] | None = None
+        self._done_signature: tuple[int, int] | None = None
 
     def read_new(self, max_steps: int = 1_000_000) -> list[Batch]:
         if self.reader is None and not self._open():
@@ -527,24 +567,31 @@ class StoreReader:
             self.steps_read += 1
         return batches
 
-    def _open(self) -> bool:
-        info = WriterInfo.read(self.path)
-        if not (self.path / "md.idx").exists():
-            return False
-        if self.reader is None and info is not None and info.token == self.writer_token:
-            return False  # already read to the end of this writer's output
+    def _signature(self) -> tuple[int, int] | None:
         try:
-            self.reader = FrameReader(self.xml, self.io_name, self.path, 5.0, self.liveness_timeout_s,
-                                      skip_steps=self.steps_read)
+            stat = (self.path / "md.idx").stat()
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def _open(self) -> bool:
+        signature = self._signature()
+        if signature is None or signature == self._done_signature:
+            return False  # no store yet, or nothing new since we read to its end
+        try:
+            self.reader = FrameReader(self.xml, self.io_name, self.path, 5.0,
+                                      self.liveness_timeout_s, skip_steps=self.steps_read)
         except StreamError as error:
             logger.debug("store %s not readable yet: %s", self.path, error)
             self.reader = None
             return False
-        self.reader.writer = info
+        self.opens += 1
+        self._opened_signature = signature
         return True
 
     def _close(self) -> None:
-        self.writer_token = self.reader.writer.token if self.reader and self.reader.writer else "closed"
+        # Whatever was in the store when we opened it has been read.
+        self._done_signature = self._opened_signature
         self.reader.close()
         self.reader = None
 
@@ -554,32 +601,51 @@ class StoreReader:
             self.reader = None
 
 
-def read_store(path: Path, variables: list[str] | None = None, xml: Path | None = None,
-               io_name: str = "AggregatorOutput") -> Batch:
+def read_store(
+    path: Path,
+    variables: list[str] | None = None,
+    xml: Path | None = None,
+    io_name: str = "AggregatorOutput",
+) -> Batch:
     """Every step written so far to a BP store, concatenated along frames."""
     return concat_batches(list(_iter_store(path, variables, xml, io_name)))
 
 
-def _iter_store(path: Path, variables: list[str] | None, xml: Path | None, io_name: str) -> Iterator[Batch]:
-    xml = xml or _plain_bp5_xml(io_name)
-    with FrameReader(xml, io_name, path, open_timeout_s=5.0, liveness_timeout_s=1e9) as reader:
-        while (batch := reader.next(0.0)) is not None:
-            if variables:
-                missing = [n for n in variables if n not in batch]
-                if missing:
-                    raise StreamError(f"{path}: no variable(s) {missing}; has {sorted(batch)}")
-                batch = {n: batch[n] for n in variables}
-            yield batch
+def _iter_store(
+    path: Path, variables: list[str] | None, xml: Path | None, io_name: str
+) -> Iterator[Batch]:
+    """The steps of a store as far as they were written (also when its writer crashed)."""
+    with _plain_bp5_xml(io_name) as plain:
+        reader = FrameReader(xml or plain, io_name, path, open_timeout_s=5.0,
+                             liveness_timeout_s=1e9)
+        with reader:
+            while True:
+                try:
+                    batch = reader.next(0.0)
+                except WriterDied as error:
+                    logger.warning("%s; reading what it wrote", error)
+                    return
+                if batch is None:
+                    return
+                if variables:
+                    missing = [n for n in variables if n not in batch]
+                    if missing:
+                        raise StreamError(f"{path}: no variable(s) {missing}; has {sorted(batch)}")
+                    batch = {n: batch[n] for n in variables}
+                yield batch
 
 
-def _plain_bp5_xml(io_name: str) -> Path:
+@contextmanager
+def _plain_bp5_xml(io_name: str) -> Iterator[Path]:
     """A throwaway XML that reads `io_name` with BP5, for tools given only a store path."""
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="ddmd-xml-"))
-    xml = folder / "bp5.xml"
-    xml.write_text(f'<adios-config><io name="{io_name}"><engine type="BP5"/></io></adios-config>')
-    return xml
+    with tempfile.TemporaryDirectory(prefix="ddmd-xml-") as folder:
+        xml = Path(folder) / "bp5.xml"
+        xml.write_text(
+            f'<adios-config><io name="{io_name}"><engine type="BP5"/></io></adios-config>'
+        )
+        yield xml
 
 
 def concat_batches(batches: list[Batch]) -> Batch:
@@ -619,29 +685,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _open_store_for_cli(args.store)
         if args.command == "ls":
-            for name, kind, shape, steps, frames in describe_store(args.store):
-                print(f"{name:20s} {kind:8s} frame shape {shape:>12s}  steps {steps:6d}  frames {frames}")
+            rows = describe_store(args.store)
+            for name, kind, shape, steps, frames in rows:
+                print(f"{name:20s} {kind:8s} frame shape {shape:>12s}  steps {steps:6d}"
+                      f"  frames {frames}")
+            if not rows:
+                print(f"{args.store}: no steps written yet")
             return 0
+        export_format(args.output)
         data = read_store(args.store, args.vars)
         export_batch(data, args.output)
-        print(f"wrote {len(next(iter(data.values()), []))} frames of {sorted(data)} to {args.output}")
+        frames = len(next(iter(data.values()), []))
+        print(f"wrote {frames} frames of {sorted(data)} to {args.output}")
         return 0
-    except (StreamError, RuntimeError, ValueError) as error:
-        print(f"error: {_short(error) if not isinstance(error, StreamError) else error}", file=sys.stderr)
-        return 2
+    except StreamError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except (RuntimeError, ValueError, OSError) as error:
+        print(f"error: {args.store}: {_short(error)}", file=sys.stderr)
+    return 2
+
+
+def export_format(output: Path) -> str:
+    """The export format ("h5" or "npz") named by the suffix of `output`."""
+    if output.suffix in (".h5", ".hdf5"):
+        return "h5"
+    if output.suffix == ".npz":
+        return "npz"
+    raise StreamError(f"{output}: unknown export format (use .h5, .hdf5 or .npz)")
 
 
 def export_batch(data: Batch, output: Path) -> None:
-    if output.suffix in (".h5", ".hdf5"):
+    if export_format(output) == "h5":
         import h5py
 
         with h5py.File(output, "w") as out:
             for name, array in data.items():
                 out.create_dataset(name, data=array, compression="gzip")
-    elif output.suffix == ".npz":
-        np.savez_compressed(output, **data)
     else:
-        raise StreamError(f"{output}: unknown export format (use .h5 or .npz)")
+        np.savez_compressed(output, **data)
 
 
 if __name__ == "__main__":

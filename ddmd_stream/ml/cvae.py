@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -340,7 +341,10 @@ class CVAE(keras.Model):
         """Write `model.weights.h5` and `model.json` into `directory` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.save_weights(str(directory / WEIGHTS_FILE))
+        with warnings.catch_warnings():
+            # Keras' h5 writer trips numpy 2's __array__(copy=) deprecation; harmless.
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            self.save_weights(str(directory / WEIGHTS_FILE))
         (directory / META_FILE).write_text(json.dumps(self.metadata(), indent=2) + "\n")
 
     @classmethod

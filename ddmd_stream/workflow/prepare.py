@@ -6,7 +6,6 @@ import logging
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from ddmd_stream.config import ConfigError, RunConfig, save_config
 from ddmd_stream.rundir import RunDir
@@ -55,8 +54,11 @@ def prepare_run_dir(config: RunConfig) -> RunDir:
     return run
 
 
-def plan_tasks(config: RunConfig, run: RunDir, deadline: float) -> TaskPlan:
-    """Write every task's YAML and return the plan; aggregators come first so sims find them."""
+def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = True) -> TaskPlan:
+    """Every task of the run (aggregators first, so simulations find their reader).
+
+    With `write`, each task's YAML is written into the run directory.
+    """
     res = config.resources
     groups = assign_simulations(config.simulation.num_simulations, config.aggregation.num_aggregators)
     wanted: list[tuple[str, int, list[int], int, int]] = [
@@ -65,18 +67,15 @@ def plan_tasks(config: RunConfig, run: RunDir, deadline: float) -> TaskPlan:
         ("trainer", 0, [], res.trainer_cpus, res.trainer_gpus),
         ("agent", 0, [], res.agent_cpus, res.agent_gpus),
     ]
-    tasks = [_task(run, role, index, members, cpus, gpus, deadline)
-             for role, index, members, cpus, gpus in wanted]
+    tasks = []
+    for role, index, members, cpus, gpus in wanted:
+        task_file = run.task_file(role, index)
+        if write:
+            TaskFile(role, index, run.root, deadline, members).save(task_file)
+        tasks.append(TaskSpec(role=role, index=index, executable=sys.executable,
+                              arguments=["-m", MODULES[role], "-c", str(task_file)],
+                              workdir=task_file.parent, cpus=cpus, gpus=gpus))
     return TaskPlan(tasks, run.root)
-
-
-def _task(run: RunDir, role: str, index: int, members: list[int], cpus: int, gpus: int,
-          deadline: float) -> TaskSpec:
-    task_file = run.task_file(role, index)
-    TaskFile(role, index, run.root, deadline, members).save(task_file)
-    return TaskSpec(role=role, index=index, executable=sys.executable,
-                    arguments=["-m", MODULES[role], "-c", str(task_file)],
-                    workdir=task_file.parent, cpus=cpus, gpus=gpus)
 
 
 def prepare(config: RunConfig, start: float | None = None) -> TaskPlan:
@@ -86,5 +85,7 @@ def prepare(config: RunConfig, start: float | None = None) -> TaskPlan:
     return plan_tasks(config, run, deadline)
 
 
-def task_log(spec: TaskSpec) -> Path:
-    return spec.workdir / "log"
+def preview_plan(config: RunConfig) -> TaskPlan:
+    """The plan `prepare` would make, without touching the disk."""
+    run = RunDir(config.workflow.run_dir, config.streams.node_local_path)
+    return plan_tasks(config, run, time.time() + config.workflow.duration_s, write=False)

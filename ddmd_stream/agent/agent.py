@@ -1,0 +1,138 @@
+"""Agent task loop: newest model + recent frames → latent outliers → ranked → outlier catalog."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ddmd_stream.agent.detectors import Detection, make_detector, rank_outliers
+from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
+from ddmd_stream.ml.data import FrameWindow
+from ddmd_stream.ml.registry import latest_version
+from ddmd_stream.task import TaskContext
+
+logger = logging.getLogger(__name__)
+
+ANGSTROM_TO_NM = 0.1
+FRAME_FIELDS = ["contact_map", "rmsd", "sim_id", "step", "segment_id"]
+
+
+def restart_fields(stream_velocities: bool, positions: str) -> list[str]:
+    """The streamed variables that hold all-atom restart coordinates."""
+    if stream_velocities:
+        return ["all_positions", "velocities"]
+    if positions == "all":
+        return ["positions"]
+    return []
+
+
+class Agent:
+    """Each cycle: read new frames, (re)load the newest model, detect, rank, publish."""
+
+    def __init__(self, ctx: TaskContext):
+        self.ctx = ctx
+        self.settings = ctx.config.agent
+        sim = ctx.config.simulation
+        streams = ctx.config.streams
+        self.restart_fields = restart_fields(sim.stream_velocities, sim.positions)
+        self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
+                                  FRAME_FIELDS + self.restart_fields, self.settings.max_samples,
+                                  streams.liveness_timeout_s)
+        self.detector = make_detector(self.settings)
+        self.catalog = OutlierCatalog(ctx.run.catalog_file)
+        self.rng = np.random.default_rng(self.settings.seed)
+        self.model: Any = None
+        self.model_version = 0
+        self.cycle_count = 0
+
+    def run(self) -> None:
+        while not self.ctx.should_stop():
+            started = time.monotonic()
+            ran = self.cycle()
+            wait = self.settings.cycle_interval_s if ran else 1.0
+            self.ctx.sleep(wait - (time.monotonic() - started))
+        self.window.close()
+
+    def cycle(self) -> bool:
+        """One cycle; False when there was nothing to do yet (no data or no model)."""
+        with self.ctx.events.span("read") as info:
+            info["new"] = self.window.update()
+        if len(self.window) < self.settings.min_samples or not self.load_newest_model():
+            self.ctx.update_status(samples=len(self.window), state="waiting")
+            return False
+        self.cycle_count += 1
+        with self.ctx.events.span("cycle", cycle=self.cycle_count) as info:
+            frames = self.window.latest()
+            with self.ctx.events.span("encode", frames=len(frames["rmsd"])):
+                latents = self.model.encode(frames["contact_map"], self.settings.encode_batch_size)
+            with self.ctx.events.span("cluster") as cluster:
+                detection = self.detector.detect(latents)
+                self.detector.update(len(detection.indices))
+                cluster.update(outliers=len(detection.indices), **_floats(detection.params))
+            info.update(frames=len(latents), outliers=len(detection.indices),
+                        min_rmsd=float(frames["rmsd"].min()), model_version=self.model_version,
+                        **_floats(detection.params))
+            published = self.publish(frames, detection)
+            info["catalog_version"] = published
+        return True
+
+    def load_newest_model(self) -> bool:
+        """Load the newest published model when it changed; False while there is none usable."""
+        latest = latest_version(self.ctx.run.model_dir)
+        if latest is None:
+            return self.model is not None
+        version, path = latest
+        if version == self.model_version:
+            return True
+        try:
+            with self.ctx.events.span("load_model", version=version):
+                from ddmd_stream.ml.cvae import CVAE
+
+                self.model = CVAE.load(path)
+            self.model_version = version
+            logger.info("loaded model v%d", version)
+        except Exception as error:  # a bad model must not end the agent
+            logger.error("cannot load model v%d from %s: %s; will retry", version, path, error)
+        return self.model is not None
+
+    def publish(self, frames: dict[str, np.ndarray], detection: Detection) -> int | None:
+        if len(detection.indices) == 0:
+            logger.info("cycle %d: no outliers (%s)", self.cycle_count, detection.params)
+            return None
+        if not self.restart_fields:
+            logger.warning("frames carry no all-atom positions; nothing to restart from")
+            return None
+        chosen = rank_outliers(detection, frames["rmsd"], self.settings.ranking,
+                               self.settings.n_outliers, self.rng)
+        scores = dict(zip(detection.indices.tolist(), detection.scores.tolist(), strict=True))
+        records = [self.record(frames, int(i), scores.get(int(i), 0.0)) for i in chosen]
+        with self.ctx.events.span("publish_catalog", records=len(records)) as info:
+            version = self.catalog.publish(records)
+            info["version"] = version
+        self.ctx.update_status(catalog_version=version, outliers=len(records),
+                               min_rmsd=float(frames["rmsd"].min()), model_version=self.model_version,
+                               cycle=self.cycle_count, state="running")
+        return version
+
+    def record(self, frames: dict[str, np.ndarray], index: int, score: float) -> OutlierRecord:
+        if "all_positions" in frames:
+            positions, velocities = frames["all_positions"][index], frames["velocities"][index]
+        else:
+            positions, velocities = frames["positions"][index] * ANGSTROM_TO_NM, None
+        return OutlierRecord(
+            sim_id=int(frames["sim_id"][index]), step=int(frames["step"][index]),
+            positions=np.array(positions, dtype=np.float32), rmsd=float(frames["rmsd"][index]),
+            score=float(score), velocities=None if velocities is None else np.array(velocities),
+            segment_id=int(frames["segment_id"][index]), model_version=self.model_version,
+        )
+
+
+def _floats(params: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in params.items() if isinstance(v, int | float | np.number)}
+
+
+def main(ctx: TaskContext) -> None:
+    Agent(ctx).run()

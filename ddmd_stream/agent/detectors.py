@@ -1,0 +1,398 @@
+"""Outlier detectors in the CVAE latent space, and ranking of their outliers.
+
+A `Detector` turns latents (n, d) into a `Detection`: the indices of the outliers, a score per
+outlier (higher = more outlying) and the parameters used. `update(count)` adapts a detector
+between agent cycles. New detectors: subclass `Detector` and add one entry to `DETECTORS`.
+
+Outlier-count band. `AgentConfig.outlier_band` is the target [low, high] count for a full window;
+for small data it is scaled by `scale_band`: low <= 10 % and high <= 50 % of the points (high at
+least 1). For 80,000 latents the default band (1000, 5000) is unchanged.
+
+Cost (measured, 80,000 x 10 latents in five Gaussian blobs, eps in band, 2 shared cores):
+DBSCAN with kd_tree or ball_tree took 40-45 s, with brute force 11 s; n_jobs=2 saved ~25 % on
+the trees. Hence `algorithm="auto"` here means brute force from 8 latent dimensions on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.cluster import DBSCAN
+from sklearn.metrics.pairwise import euclidean_distances
+from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+from threadpoolctl import threadpool_limits
+
+from ddmd_stream.config import AgentConfig
+
+logger = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Ranking = Literal["rmsd", "score", "random"]
+
+BRUTE_FROM_DIM = 8  # from this many latent dimensions brute force beats the trees (see above)
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """Outliers found in one array of latents (indices into that array)."""
+
+    indices: IntArray
+    scores: FloatArray
+    params: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        indices = np.asarray(self.indices, dtype=np.int64).reshape(-1)
+        scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        if len(indices) != len(scores):
+            raise ValueError(f"{len(indices)} indices but {len(scores)} scores")
+        object.__setattr__(self, "indices", indices)
+        object.__setattr__(self, "scores", scores)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @classmethod
+    def empty(cls, params: dict[str, float] | None = None) -> Detection:
+        return cls(np.empty(0, np.int64), np.empty(0, np.float64), dict(params or {}))
+
+
+def scale_band(band: tuple[int, int], n: int) -> tuple[int, int]:
+    """The target [low, high] outlier count for n points: low <= n//10, 1 <= high <= n//2."""
+    low, high = band
+    high = min(high, max(n // 2, 1))
+    return min(low, n // 10, high), high
+
+
+class Detector(ABC):
+    """Finds outliers in latents; `detect` validates input, subclasses implement `_detect`."""
+
+    name: ClassVar[str]
+
+    def detect(self, latents: np.ndarray) -> Detection:
+        """Outliers among the rows of `latents` (n, d); rows with NaN/inf are skipped."""
+        x, rows = _prepare(latents)
+        return _reindex(self._detect(x), rows)
+
+    @abstractmethod
+    def _detect(self, x: FloatArray) -> Detection:
+        """Outliers of finite float64 latents `x` (n, d)."""
+
+    def update(self, n_outliers: int) -> None:  # noqa: B027 - optional hook
+        """Adapt to the outlier count of the last detection (default: nothing to adapt)."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: AgentConfig) -> Detector:
+        """The detector as configured by the agent section."""
+
+
+class DBSCANDetector(Detector):
+    """DBSCAN noise points (label -1) are the outliers; eps adapts to keep their count in band.
+
+    Score of an outlier: its k-distance (k = min_samples, the point itself included), i.e. the
+    smallest eps at which it would be a core point; always > eps for noise.
+
+    Adaptation (`update`): too few outliers -> eps /= step, too many -> eps *= step, where the
+    step is factor**m after m moves in the same direction (fast when far off). Once eps has been
+    both too small and too large, the next eps lies between the closest such pair: log(count + 1)
+    interpolated linearly in log(eps) to the band's geometric centre, kept within 10-90 % of the
+    bracket so that it always shrinks (a safeguarded bisection; plain bisection needs more cycles,
+    the count falls steeply with eps). A bracket that a newer result contradicts (the data
+    changed) is dropped; a count in band resets all. eps stays within [1e-9, 1] x the data diameter and, for large data, below
+    the radius at which the median point has `max_neighbors` neighbours (DBSCAN keeps every
+    neighbourhood in memory: a far too large eps on 80,000 points would need tens of GB).
+    """
+
+    name = "dbscan"
+
+    def __init__(
+        self,
+        eps: float = 0.2,
+        min_samples: int = 10,
+        band: tuple[int, int] = (1000, 5000),
+        factor: float = 1.25,
+        *,
+        max_neighbors: int = 2000,
+        algorithm: str = "auto",
+        n_jobs: int | None = None,
+    ) -> None:
+        if eps <= 0 or min_samples < 1 or factor <= 1 or max_neighbors < 1:
+            raise ValueError("need eps > 0, min_samples >= 1, factor > 1, max_neighbors >= 1")
+        self.eps, self.min_samples, self.band, self.factor = float(eps), min_samples, band, factor
+        self.max_neighbors, self.algorithm, self.n_jobs = max_neighbors, algorithm, n_jobs
+        self._streak = 0  # +m after m "too many" results in a row, -m after m "too few"
+        self._too_small: tuple[float, int] | None = None  # (largest eps, count) with too many
+        self._too_large: tuple[float, int] | None = None  # (smallest eps, count) with too few
+        self._bounds = (0.0, np.inf)
+        self._last_n: int | None = None  # size of the last data; None: no adaptation possible
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> DBSCANDetector:
+        return cls(config.eps, config.dbscan_min_samples, config.outlier_band, config.eps_factor)
+
+    # ----------------------------------------------------------------- detection
+
+    def _detect(self, x: FloatArray) -> Detection:
+        return self._detection(x, self._labels(x))
+
+    def detect_adaptive(self, latents: np.ndarray, max_tries: int = 8) -> Detection:
+        """Like `detect`, retrying with adapted eps until the count is in band (first cycle).
+
+        Updates eps between tries, not after the last one: call `update` as after `detect`.
+        """
+        x, rows = _prepare(latents)
+        labels = self._labels(x)
+        for _ in range(max_tries - 1):
+            count = int(np.sum(labels == -1))
+            if self._last_n is None or self.in_band(count):
+                break
+            self.update(count)
+            labels = self._labels(x)
+        return _reindex(self._detection(x, labels), rows)
+
+    def in_band(self, count: int) -> bool:
+        """Whether `count` outliers lie in the band scaled to the last data size."""
+        low, high = scale_band(self.band, self._last_n or 0)
+        return low <= count <= high
+
+    def _labels(self, x: FloatArray) -> IntArray:
+        """DBSCAN labels at the (clamped) current eps; all 0 where DBSCAN cannot judge."""
+        n = len(x)
+        diameter = float(np.linalg.norm(np.ptp(x, axis=0))) if n else 0.0
+        if n < max(self.min_samples, 2) or diameter == 0.0:
+            logger.debug("dbscan: %d points (diameter %.3g): nothing to detect", n, diameter)
+            self._last_n = None
+            return np.zeros(n, np.int64)
+        self._last_n = n
+        self._bounds = (diameter * 1e-9, min(diameter, self._memory_cap(x)))
+        self._set_eps(self.eps)
+        start = time.perf_counter()
+        with _thread_limit(self.n_jobs):
+            labels = DBSCAN(eps=self.eps, min_samples=self.min_samples,
+                            algorithm=_algorithm(self.algorithm, x.shape[1]),
+                            n_jobs=self.n_jobs).fit(x).labels_
+        logger.debug("dbscan: n=%d eps=%.4g noise=%d clusters=%d (%.2f s)", n, self.eps,
+                     np.sum(labels == -1), labels.max() + 1, time.perf_counter() - start)
+        return labels.astype(np.int64)
+
+    def _memory_cap(self, x: FloatArray) -> float:
+        """eps at which the median of 200 sampled points has `max_neighbors` neighbours."""
+        n = len(x)
+        if n <= self.max_neighbors:
+            return np.inf
+        sample = x[np.random.default_rng(0).choice(n, min(n, 200), replace=False)]
+        kth = [np.partition(euclidean_distances(chunk, x), self.max_neighbors - 1, axis=1)
+               [:, self.max_neighbors - 1] for chunk in np.array_split(sample, 4)]
+        return float(np.median(np.concatenate(kth)))
+
+    def _detection(self, x: FloatArray, labels: IntArray) -> Detection:
+        noise = np.flatnonzero(labels == -1)
+        low, high = scale_band(self.band, len(x))
+        params = {"eps": self.eps, "min_samples": float(self.min_samples),
+                  "n_clusters": float(labels.max() + 1) if len(labels) else 0.0,
+                  "band_low": float(low), "band_high": float(high)}
+        return Detection(noise, self._k_distance(x, noise), params)
+
+    def _k_distance(self, x: FloatArray, rows: IntArray) -> FloatArray:
+        if len(rows) == 0:
+            return np.empty(0, np.float64)
+        with _thread_limit(self.n_jobs):
+            nn = NearestNeighbors(n_neighbors=self.min_samples, n_jobs=self.n_jobs,
+                                  algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x)
+            return nn.kneighbors(x[rows])[0][:, -1]
+
+    # ----------------------------------------------------------------- adaptation
+
+    def update(self, n_outliers: int) -> None:
+        """Move eps so that the next count moves into the band (see the class docstring)."""
+        if self._last_n is None:  # last data was degenerate: the count says nothing about eps
+            return
+        if self.in_band(n_outliers):
+            self._streak, self._too_small, self._too_large = 0, None, None
+            return
+        too_many = n_outliers > scale_band(self.band, self._last_n)[1]
+        self._record(too_many, n_outliers)
+        old = self.eps
+        self._set_eps(self._next_eps(too_many))
+        logger.info("dbscan: %d outliers (band %s): eps %.4g -> %.4g", n_outliers,
+                    scale_band(self.band, self._last_n), old, self.eps)
+
+    def _record(self, too_many: bool, count: int) -> None:
+        """Remember eps as too small/large; drop a bracket that this result contradicts."""
+        if too_many:
+            self._too_small = (self.eps, count)
+            if self._too_large is not None and self._too_large[0] <= self.eps:
+                self._too_large = None
+            self._streak = self._streak + 1 if self._streak > 0 else 1
+        else:
+            self._too_large = (self.eps, count)
+            if self._too_small is not None and self._too_small[0] >= self.eps:
+                self._too_small = None
+            self._streak = self._streak - 1 if self._streak < 0 else -1
+
+    def _next_eps(self, too_many: bool) -> float:
+        if self._too_small is not None and self._too_large is not None:
+            return self._interpolate(self._too_small, self._too_large)
+        step = self.factor ** abs(self._streak)
+        return self.eps * step if too_many else self.eps / step
+
+    def _interpolate(self, small: tuple[float, int], large: tuple[float, int]) -> float:
+        """eps between the brackets where log(count + 1) hits the band centre (log-log line)."""
+        low, high = scale_band(self.band, self._last_n or 0)
+        target = np.log(np.sqrt((low + 1.0) * (high + 1.0)))
+        many, few = np.log(small[1] + 1.0), np.log(large[1] + 1.0)
+        share = (many - target) / (many - few) if many > few else 0.5
+        share = min(max(share, 0.1), 0.9)
+        return float(np.exp((1 - share) * np.log(small[0]) + share * np.log(large[0])))
+
+    def _set_eps(self, eps: float) -> None:
+        low, high = self._bounds
+        clamped = float(min(max(eps, low), high))
+        if clamped != eps:
+            logger.warning("dbscan: eps %.4g clamped to %.4g (data scale/memory bounds)", eps,
+                           clamped)
+        self.eps = clamped
+
+
+class LOFDetector(Detector):
+    """Local outlier factor: the k points with the largest LOF are the outliers.
+
+    k = the number of points with LOF > `threshold`, clamped into the (scaled) band, but never
+    a point with LOF <= 1 (as dense as its neighbours). Score = LOF = -negative_outlier_factor_.
+    """
+
+    name = "lof"
+
+    def __init__(
+        self,
+        n_neighbors: int = 20,
+        band: tuple[int, int] = (1000, 5000),
+        *,
+        threshold: float = 1.5,
+        algorithm: str = "auto",
+        n_jobs: int | None = None,
+    ) -> None:
+        if n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+        self.n_neighbors, self.band, self.threshold = n_neighbors, band, threshold
+        self.algorithm, self.n_jobs = algorithm, n_jobs
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> LOFDetector:
+        return cls(config.lof_neighbors, config.outlier_band)
+
+    def _detect(self, x: FloatArray) -> Detection:
+        n = len(x)
+        low, high = scale_band(self.band, n)
+        params = {"n_neighbors": float(min(self.n_neighbors, max(n - 1, 0))),
+                  "threshold": self.threshold, "band_low": float(low), "band_high": float(high)}
+        if n < 3:
+            return Detection.empty(params)
+        lof = self._lof(x)
+        above = int(np.sum(lof > self.threshold))
+        k = min(max(above, low), high, int(np.sum(lof > 1.0 + 1e-9)))
+        top = np.argsort(-lof, kind="stable")[:k]
+        logger.debug("lof: n=%d above %.2f: %d, reported %d", n, self.threshold, above, k)
+        return Detection(top, lof[top], {**params, "n_above_threshold": float(above)})
+
+    def _lof(self, x: FloatArray) -> FloatArray:
+        model = LocalOutlierFactor(n_neighbors=min(self.n_neighbors, len(x) - 1),
+                                   algorithm=_algorithm(self.algorithm, x.shape[1]),
+                                   n_jobs=self.n_jobs)
+        with _thread_limit(self.n_jobs):
+            model.fit(x)
+        return -model.negative_outlier_factor_
+
+
+DETECTORS: dict[str, type[Detector]] = {"dbscan": DBSCANDetector, "lof": LOFDetector}
+
+
+def make_detector(config: AgentConfig) -> Detector:
+    """The detector named by `config.detector`, configured from the agent section."""
+    try:
+        cls = DETECTORS[config.detector]
+    except KeyError:
+        raise ValueError(f"unknown detector {config.detector!r}; known: {sorted(DETECTORS)}") \
+            from None
+    return cls.from_config(config)
+
+
+def rank_outliers(
+    detection: Detection,
+    rmsd: np.ndarray | None,
+    how: Ranking,
+    n: int,
+    rng: np.random.Generator | int | None = None,
+) -> IntArray:
+    """Indices (into the detected array) of the top `n` outliers.
+
+    how: "rmsd" - lowest RMSD first (NaN last; ties by score), needs `rmsd` for the whole array;
+    "score" - highest score first; "random" - a random subset drawn with `rng` (Generator/seed).
+    """
+    if n <= 0 or len(detection) == 0:
+        return np.empty(0, np.int64)
+    if how == "rmsd":
+        order = np.lexsort((-detection.scores, _rmsd_of(detection, rmsd)))
+    elif how == "score":
+        order = np.argsort(-detection.scores, kind="stable")
+    elif how == "random":
+        order = np.random.default_rng(rng).permutation(len(detection))
+    else:
+        raise ValueError(f"unknown ranking {how!r}; use 'rmsd', 'score' or 'random'")
+    return detection.indices[order[:n]]
+
+
+def _rmsd_of(detection: Detection, rmsd: np.ndarray | None) -> FloatArray:
+    if rmsd is None:
+        raise ValueError("ranking by rmsd needs the rmsd array")
+    values = np.asarray(rmsd, dtype=np.float64).reshape(-1)
+    if detection.indices.max() >= len(values):
+        raise ValueError(f"rmsd has {len(values)} values, but an outlier index is "
+                         f"{detection.indices.max()}")
+    return values[detection.indices]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _prepare(latents: np.ndarray) -> tuple[FloatArray, IntArray | None]:
+    """float64 (n, d) latents without non-finite rows, and the kept rows (None: all kept)."""
+    x = np.asarray(latents, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"latents must have shape (n, d), got {x.shape}")
+    finite = np.isfinite(x).all(axis=1)
+    if finite.all():
+        return x, None
+    logger.warning("%d of %d latents are not finite; skipped", np.sum(~finite), len(x))
+    return x[finite], np.flatnonzero(finite)
+
+
+def _reindex(detection: Detection, rows: IntArray | None) -> Detection:
+    if rows is None:
+        return detection
+    return Detection(rows[detection.indices], detection.scores, detection.params)
+
+
+def _algorithm(requested: str, n_features: int) -> str:
+    if requested != "auto":
+        return requested
+    return "brute" if n_features >= BRUTE_FROM_DIM else "auto"
+
+
+@contextlib.contextmanager
+def _thread_limit(n_jobs: int | None) -> Iterator[None]:
+    """Limit BLAS/OpenMP threads (brute force uses them) to n_jobs when it is given."""
+    if n_jobs is None or n_jobs < 1:
+        yield
+        return
+    with threadpool_limits(limits=n_jobs):
+        yield

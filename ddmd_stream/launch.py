@@ -1,0 +1,185 @@
+"""`python -m ddmd_stream.launch config.yaml [--check | --dry-run]`: run the whole workflow.
+
+Builds the run directory and the task plan, starts the four roles as concurrent tasks
+(RADICAL-EnTK by default), shows progress, stops on wall time / target / STOP / Ctrl-C, and
+cleans up anything left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ddmd_stream.config import RunConfig, check_inputs, load_config
+from ddmd_stream.errors import InputError
+from ddmd_stream.rundir import RunDir
+from ddmd_stream.streams import validate_xml
+from ddmd_stream.workflow.plan import TaskPlan
+
+logger = logging.getLogger("ddmd_stream.launch")
+
+LOOPBACK_ENV = {"ADIOS2_IP": "127.0.0.1", "RADICAL_DEFAULT_IFACE": "lo"}
+STOP_GRACE_S = 60.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ddmd_stream.launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="run configuration (YAML)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="validate everything and exit")
+    mode.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue in an existing run directory")
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--engine", choices=["entk", "local"], help="override workflow.engine")
+    parser.add_argument("--run-dir", type=Path, help="override workflow.run_dir")
+    parser.add_argument("--duration", type=float, help="override workflow.duration_s (seconds)")
+    return parser.parse_args(argv)
+
+
+def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    if args.engine:
+        config.workflow.engine = args.engine
+    if args.run_dir:
+        config.workflow.run_dir = args.run_dir.resolve()
+    if args.duration:
+        config.workflow.duration_s = args.duration
+    if args.resume:
+        config.workflow.on_existing = "resume"
+    if args.overwrite:
+        config.workflow.on_existing = "overwrite"
+    return config
+
+
+def check_everything(config: RunConfig, plan: TaskPlan | None = None) -> list[str]:
+    """Every problem found in the config's inputs: files, PDBs, XML, resources."""
+    problems = check_inputs(config)
+    streams = config.streams
+    xml_problem = validate_xml(streams.adios_xml, [streams.simulation_io, streams.aggregator_io])
+    if xml_problem:
+        problems.append(f"streams.adios_xml: {xml_problem}")
+    if not problems:
+        problems.extend(_check_structures(config))
+    from ddmd_stream.workflow.resources import check_resources
+
+    problems.extend(check_resources(config.resources, plan or _preview_plan(config)))
+    return problems
+
+
+def _check_structures(config: RunConfig) -> list[str]:
+    from ddmd_stream.md.system import StructureError, load_pdb, reference_ca_angstrom
+
+    sim = config.simulation
+    try:
+        load_pdb(sim.pdb_file)
+        reference_ca_angstrom(sim.reference_pdb or sim.pdb_file)
+    except (StructureError, ValueError) as error:
+        return [f"simulation.pdb_file/reference_pdb: {error}"]
+    return []
+
+
+def _preview_plan(config: RunConfig) -> TaskPlan:
+    """The plan without touching the run directory (task files are not written)."""
+    from ddmd_stream.workflow.prepare import preview_plan
+
+    return preview_plan(config)
+
+
+def print_plan(plan: TaskPlan, config: RunConfig) -> None:
+    run = RunDir(plan.run_dir, config.streams.node_local_path)
+    print(f"run directory : {run.root}")
+    print(f"engine        : {config.workflow.engine} on {config.resources.resource}")
+    print(f"ADIOS XML     : {config.streams.adios_xml} ({config.streams.simulation_io} → "
+          f"{config.streams.aggregator_io})")
+    print(f"tasks         : {len(plan.tasks)} ({plan.total_cpus} cores, {plan.total_gpus} GPUs)")
+    for task in plan.tasks:
+        members = ""
+        if task.role == "aggregator":
+            store = run.aggregator_store(task.index)
+            members = f" → {store}"
+        print(f"  {task.name:16s} cpus={task.cpus} gpus={task.gpus}  {' '.join(task.arguments)}{members}")
+
+
+def _install_stop_handlers(run: RunDir) -> None:
+    from ddmd_stream.workflow.progress import request_stop
+
+    def on_signal(signum: int, _frame: object) -> None:
+        request_stop(run, f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def execute(config: RunConfig) -> int:
+    from ddmd_stream.workflow.cleanup import kill_leftovers
+    from ddmd_stream.workflow.prepare import prepare
+    from ddmd_stream.workflow.progress import Monitor
+
+    os.environ.update(LOOPBACK_ENV)
+    started = time.time()
+    plan = prepare(config, started)
+    run = RunDir(plan.run_dir, config.streams.node_local_path)
+    deadline = started + config.workflow.duration_s
+    _install_stop_handlers(run)
+    monitor = Monitor(run, config, started, deadline)
+    monitor.start()
+    logger.info("run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine)
+    try:
+        states = run_engine(config, plan)
+    finally:
+        monitor.stop()
+        killed = kill_leftovers(run.root)
+        if killed:
+            logger.warning("killed %d leftover process(es): %s", len(killed), killed)
+    failed = {name: state for name, state in states.items() if state != "DONE"}
+    logger.info("run finished in %.0f s; %s", time.time() - started,
+                f"tasks not done: {failed}" if failed else "all tasks done")
+    return 1 if failed else 0
+
+
+def run_engine(config: RunConfig, plan: TaskPlan) -> dict[str, str]:
+    restarts = config.workflow.max_task_restarts
+
+    def on_event(name: str, data: dict) -> None:
+        logger.info("%s %s", name, data)
+
+    if config.workflow.engine == "local":
+        from ddmd_stream.workflow.local import run_local
+
+        return run_local(plan, restarts, on_event)
+    from ddmd_stream.workflow.entk import run_entk
+
+    return run_entk(plan, config.resources, restarts, on_event)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=os.environ.get("DDMD_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = apply_overrides(load_config(args.config), args)
+        problems = check_everything(config)
+        if problems:
+            for problem in problems:
+                print(f"error: {args.config}: {problem}", file=sys.stderr)
+            return 2
+        if args.check:
+            print(f"{args.config}: OK")
+            return 0
+        if args.dry_run:
+            print_plan(_preview_plan(config), config)
+            return 0
+        return execute(config)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

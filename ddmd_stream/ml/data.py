@@ -1,0 +1,86 @@
+"""A bounded window of the most recent frames, filled incrementally from the aggregators' stores."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ddmd_stream.streams import Batch, StoreReader
+
+logger = logging.getLogger(__name__)
+
+
+class RingBuffer:
+    """The last `capacity` frames of some named arrays, in arrival order."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.arrays: dict[str, np.ndarray] = {}
+        self.next = 0  # write position
+        self.total = 0  # frames ever added
+
+    def __len__(self) -> int:
+        return min(self.total, self.capacity)
+
+    def add(self, batch: Batch) -> None:
+        if not self.arrays:
+            self.arrays = {n: np.empty((self.capacity, *a.shape[1:]), a.dtype) for n, a in batch.items()}
+        count = len(next(iter(batch.values())))
+        keep = min(count, self.capacity)
+        positions = (self.next + np.arange(count - keep, count)) % self.capacity
+        for name, array in self.arrays.items():
+            array[positions] = batch[name][count - keep:]
+        self.next = (self.next + count) % self.capacity
+        self.total += count
+
+    def latest(self, n: int | None = None) -> Batch:
+        """The most recent `n` frames (all when None), oldest first."""
+        size = len(self)
+        n = size if n is None else min(n, size)
+        order = (self.next - n + np.arange(n)) % self.capacity if size == self.capacity \
+            else np.arange(size - n, size)
+        return {name: array[order] for name, array in self.arrays.items()}
+
+
+class FrameWindow:
+    """Reads new steps of every `agg-*.bp` store in a folder and keeps the latest frames."""
+
+    def __init__(self, xml: Path, io_name: str, stream_dir: Path, variables: list[str],
+                 max_samples: int, liveness_timeout_s: float = 30.0):
+        self.xml, self.io_name, self.stream_dir = Path(xml), io_name, Path(stream_dir)
+        self.variables = variables
+        self.liveness_timeout_s = liveness_timeout_s
+        self.buffer = RingBuffer(max_samples)
+        self.readers: dict[Path, StoreReader] = {}
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    @property
+    def total_seen(self) -> int:
+        return self.buffer.total
+
+    def update(self) -> int:
+        """Read what is new in every store; returns the number of new frames."""
+        for path in sorted(self.stream_dir.glob("agg-*.bp")):
+            if path not in self.readers:
+                self.readers[path] = StoreReader(self.xml, self.io_name, path, self.liveness_timeout_s)
+        new = 0
+        for reader in self.readers.values():
+            for batch in reader.read_new():
+                missing = [v for v in self.variables if v not in batch]
+                if missing:
+                    logger.warning("%s: step lacks %s; skipped", reader.path, missing)
+                    continue
+                self.buffer.add({v: batch[v] for v in self.variables})
+                new += len(batch[self.variables[0]])
+        return new
+
+    def latest(self, n: int | None = None) -> Batch:
+        return self.buffer.latest(n)
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()

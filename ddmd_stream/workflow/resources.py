@@ -1,0 +1,203 @@
+"""RADICAL resource settings for a run: pilot description, user resource config, environment.
+
+Everything RADICAL writes goes under `RUN/radical/` (see `radical_root`):
+
+- `RUN/radical/.radical/pilot/configs/resource_<site>.json`: our override of the resource
+  config (`RADICAL_CONFIG_USER_DIR=RUN/radical`); it moves the pilot sandbox into the run
+  directory and, on `local.localhost`, sizes the fake node so that all tasks run at once.
+- `RUN/radical/.radical/utils/`: ID counters and the NTP cache (`RADICAL_BASE=RUN/radical`).
+- `RUN/radical/<session id>/`: EnTK and RADICAL-Pilot client logs (the engine runs from there).
+- `RUN/radical/radical.pilot.sandbox/<session id>/pilot.0000/`: the pilot agent's sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ddmd_stream.config import ResourcesConfig
+from ddmd_stream.workflow.plan import TaskPlan
+
+logger = logging.getLogger(__name__)
+
+RADICAL_DIR = "radical"
+SANDBOX_DIR = "radical.pilot.sandbox"
+# An NTP cache stamped far in the future never expires and adds no offset (radical.utils
+# profile._sync_ntp); without it every profiler asks 0.pool.ntp.org for the time.
+NTP_CACHE = "9999999999.0\n9999999999.0\n"
+LOOPBACK_HOST = "127.0.0.1"
+
+
+def radical_root(run_dir: Path) -> Path:
+    """Where RADICAL's configs, session logs and sandboxes go for a run."""
+    return run_dir / RADICAL_DIR
+
+
+def is_local(resources: ResourcesConfig) -> bool:
+    return resources.resource.startswith("local.")
+
+
+def split_label(resource: str) -> tuple[str, str]:
+    """'ornl.summit' → ('ornl', 'summit'): the config file suffix and the key inside it."""
+    site, _, name = resource.partition(".")
+    return site, name
+
+
+def local_cores(resources: ResourcesConfig, plan: TaskPlan) -> int:
+    """Cores of the fake local node: enough for every task of the plan at once."""
+    return max(resources.cores_per_node or 0, plan.total_cpus, 1)
+
+
+def local_gpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
+    """GPU slots of the fake local node (virtual when several tasks share one GPU)."""
+    return max(resources.gpus_per_node, plan.total_gpus)
+
+
+def local_resource_json(cores: int, gpus: int, sandbox: Path | None = None) -> dict:
+    """User override of RADICAL's `local.localhost` (merged over the packaged one)."""
+    entry: dict = {"cores_per_node": cores, "gpus_per_node": gpus, "fake_resources": True}
+    if sandbox is not None:
+        entry["default_remote_workdir"] = str(sandbox)
+    return {"localhost": entry}
+
+
+def resource_override(resources: ResourcesConfig, plan: TaskPlan, sandbox: Path) -> dict:
+    """The user resource config for the pilot's resource (site file content)."""
+    if is_local(resources):
+        cores, gpus = local_cores(resources, plan), local_gpus(resources, plan)
+        return local_resource_json(cores, gpus, sandbox)
+    _, name = split_label(resources.resource)
+    entry: dict = {"default_remote_workdir": str(sandbox)}
+    if resources.cores_per_node:
+        entry["cores_per_node"] = resources.cores_per_node
+    if resources.gpus_per_node:
+        entry["gpus_per_node"] = resources.gpus_per_node
+    return {name: entry}
+
+
+def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
+    """RADICAL environment for a run rooted at `root` (see the module doc)."""
+    env = {
+        "RADICAL_CONFIG_USER_DIR": str(root),
+        "RADICAL_BASE": str(root),
+        "RADICAL_DEFAULT_IFACE": resources.network_interface,
+        "RADICAL_UTILS_NTPHOST": LOOPBACK_HOST,
+        "RADICAL_DEFAULT_LOG_DIR": str(root),
+        "RADICAL_DEFAULT_REPORT_DIR": str(root),
+        "RADICAL_DEFAULT_PROFILE_DIR": str(root),
+        "RADICAL_REPORT": "FALSE",  # no progress bars on stderr; logs stay in the session dir
+    }
+    env.update(python_env())
+    return env
+
+
+def python_env() -> dict[str, str]:
+    """Make the pilot find this interpreter's `radical-pilot-agent_0` and packages.
+
+    RADICAL-Pilot's local launcher uses `$VIRTUAL_ENV` when set, else plain `python3` from
+    `$PATH`; a venv interpreter run without activation would start an agent that is not found.
+    """
+    if sys.prefix == sys.base_prefix:
+        return {}
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        path = os.pathsep.join([bindir, path]) if path else bindir
+    return {"VIRTUAL_ENV": sys.prefix, "PATH": path}
+
+
+def write_radical_config(config_root: Path, resources: ResourcesConfig,
+                         plan: TaskPlan) -> dict[str, str]:
+    """Write RADICAL's user config under `config_root`; return the env vars to set."""
+    config_root = config_root.resolve()
+    sandbox = config_root  # RP appends radical.pilot.sandbox/<sid>/pilot.NNNN
+    site, _ = split_label(resources.resource)
+    configs = config_root / ".radical" / "pilot" / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    target = configs / f"resource_{site}.json"
+    target.write_text(json.dumps(resource_override(resources, plan, sandbox), indent=2) + "\n")
+    for base in (config_root, config_root / SANDBOX_DIR):  # client and agent RADICAL_BASE
+        cache = base / ".radical" / "utils" / "ntp.cache"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(NTP_CACHE)
+    logger.debug("wrote %s", target)
+    return radical_env(config_root, resources)
+
+
+def pilot_cpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
+    if is_local(resources):
+        return local_cores(resources, plan) * resources.nodes
+    if resources.cores_per_node:
+        return resources.cores_per_node * resources.nodes
+    return plan.total_cpus
+
+
+def pilot_gpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
+    if is_local(resources):
+        return local_gpus(resources, plan) * resources.nodes
+    if resources.gpus_per_node:
+        return resources.gpus_per_node * resources.nodes
+    return plan.total_gpus
+
+
+def pilot_description(resources: ResourcesConfig, plan: TaskPlan) -> dict:
+    """`AppManager.resource_desc` for the plan (EnTK wants ints for walltime/cpus/gpus)."""
+    desc: dict = {
+        "resource": resources.resource,
+        "walltime": int(resources.walltime_min),
+        "cpus": pilot_cpus(resources, plan),
+        "gpus": pilot_gpus(resources, plan),
+        "access_schema": resources.access_schema,
+        "job_name": "ddmd_stream",
+    }
+    if resources.project:
+        desc["project"] = resources.project
+    if resources.queue:
+        desc["queue"] = resources.queue
+    return desc
+
+
+def check_resources(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
+    """Problems with the resources section for this plan; empty when it fits."""
+    if is_local(resources):
+        return _check_local(resources, plan)
+    return _check_hpc(resources, plan)
+
+
+def _check_local(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
+    problems = []
+    if resources.network_interface != "lo":
+        problems.append("resources.network_interface: local runs keep RADICAL traffic on loopback; "
+                        f"use lo (got {resources.network_interface!r})")
+    if resources.access_schema != "local":
+        problems.append(f"resources.access_schema: {resources.resource} needs 'local' "
+                        f"(got {resources.access_schema!r})")
+    return problems
+
+
+def _check_hpc(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
+    problems = []
+    label = resources.resource
+    if "." not in label:
+        problems.append(f"resources.resource: expected SITE.MACHINE like ornl.summit "
+                        f"(got {label!r})")
+    if not resources.project or resources.project.startswith("<"):
+        problems.append(f"resources.project: {label} needs the allocation to charge "
+                        "(set your project)")
+    if resources.cores_per_node is None:
+        problems.append(f"resources.cores_per_node: set the usable cores per node of {label}")
+    elif plan.total_cpus > resources.nodes * resources.cores_per_node:
+        problems.append(f"resources: the plan needs {plan.total_cpus} cores but "
+                        f"nodes × cores_per_node is {resources.nodes * resources.cores_per_node}; "
+                        "add nodes")
+    if plan.total_gpus > resources.nodes * resources.gpus_per_node:
+        problems.append(f"resources: the plan needs {plan.total_gpus} GPUs but "
+                        f"nodes × gpus_per_node is {resources.nodes * resources.gpus_per_node}; "
+                        "add nodes or lower sim_gpus/trainer_gpus/agent_gpus")
+    if resources.network_interface == "lo":
+        problems.append(f"resources.network_interface: lo cannot reach {label}'s compute nodes; "
+                        "name the high-speed interface (e.g. ib0, hsn0)")
+    return problems

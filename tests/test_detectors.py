@@ -1,0 +1,237 @@
+"""Tests of ddmd_stream.agent.detectors: planted outliers, eps adaptation, ranking, edge cases."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from ddmd_stream.agent.detectors import (
+    DBSCANDetector,
+    Detection,
+    LOFDetector,
+    make_detector,
+    rank_outliers,
+    scale_band,
+)
+from ddmd_stream.config import AgentConfig
+
+logger = logging.getLogger(__name__)
+
+N_BLOB, N_FAR, DIM = 2000, 30, 10
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[np.ndarray, np.ndarray]:
+    """2000 points in 3 Gaussian blobs (sd 0.5) in 10-D plus 30 far points; (latents, far rows)."""
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-5, 5, size=(3, DIM))
+    blobs = centres[rng.integers(0, 3, N_BLOB)] + 0.5 * rng.normal(size=(N_BLOB, DIM))
+    far = rng.uniform(-15, 15, size=(N_FAR, DIM))
+    latents = np.vstack([blobs, far])
+    order = rng.permutation(len(latents))  # planted rows anywhere, not only at the end
+    return latents[order], np.flatnonzero(order >= N_BLOB)
+
+
+def recall(detection: Detection, planted_rows: np.ndarray) -> float:
+    return len(np.intersect1d(detection.indices, planted_rows)) / len(planted_rows)
+
+
+# --------------------------------------------------------------------------- planted outliers
+
+
+def test_dbscan_finds_planted_outliers(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, far = planted
+    detector = DBSCANDetector(eps=0.3, min_samples=10, band=(20, 100))
+    detection = detector.detect_adaptive(latents, max_tries=10)
+    assert detector.in_band(len(detection))
+    assert recall(detection, far) >= 0.9
+    assert np.all(detection.scores > detection.params["eps"])  # noise: k-distance above eps
+    assert detection.params["n_clusters"] >= 1
+
+
+def test_lof_finds_planted_outliers(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, far = planted
+    detection = LOFDetector(n_neighbors=20, band=(20, 100)).detect(latents)
+    assert 20 <= len(detection) <= 100
+    assert recall(detection, far) >= 0.9
+    assert np.all(np.diff(detection.scores) <= 0)  # reported by descending LOF
+    assert np.all(detection.scores > 1.0)
+
+
+def test_lof_count_is_clamped_into_band(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, _ = planted
+    detection = LOFDetector(n_neighbors=20, band=(150, 200)).detect(latents)
+    assert len(detection) == 150
+    assert detection.params["n_above_threshold"] < 150
+
+
+# --------------------------------------------------------------------------- eps adaptation
+
+
+@pytest.mark.parametrize("start_eps", [0.4, 10.0])
+def test_eps_adapts_into_band(planted: tuple[np.ndarray, np.ndarray], start_eps: float) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=start_eps, min_samples=10, band=(40, 150), factor=1.25)
+    counts = []
+    for _ in range(6):
+        count = len(detector.detect(latents))
+        counts.append(count)
+        if detector.in_band(count):
+            break
+        detector.update(count)
+    logger.info("start eps %s: counts %s, final eps %.3f", start_eps, counts, detector.eps)
+    assert 40 <= counts[-1] <= 150, counts
+
+
+def test_overshoot_narrows_between_brackets(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=1.0, min_samples=10, band=(40, 150), factor=2.0)
+    detector.detect(latents)
+    detector.update(1000)  # too many at 1.0 -> 2.0
+    assert detector.eps == pytest.approx(2.0)
+    detector.update(0)  # too few at 2.0: log-log interpolation to the band centre
+    share = (np.log(1001) - np.log(np.sqrt(41 * 151))) / np.log(1001)
+    assert detector.eps == pytest.approx(2.0**share)
+    second = detector.eps
+    detector.update(10_000)  # too many again: the step is kept within 10-90 % of the bracket
+    assert detector.eps == pytest.approx(second ** 0.9 * 2.0**0.1)
+    third = detector.eps
+    detector.update(100)  # in band: eps kept, brackets and step reset
+    assert detector.eps == third
+    detector.update(1000)
+    assert detector.eps == pytest.approx(third * 2.0)
+
+
+def test_steps_grow_while_far_off(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=1.0, min_samples=10, band=(40, 150), factor=1.25)
+    detector.detect(latents)
+    eps = [detector.eps]
+    for _ in range(3):
+        detector.update(0)
+        eps.append(detector.eps)
+    ratios = np.array(eps[:-1]) / np.array(eps[1:])
+    assert ratios == pytest.approx([1.25, 1.25**2, 1.25**3])
+
+
+def test_eps_stays_within_data_bounds(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=1e6, min_samples=10, band=(40, 150))
+    detector.detect(latents)
+    diameter = np.linalg.norm(np.ptp(latents, axis=0))
+    assert 0 < detector.eps <= diameter
+    for _ in range(200):
+        detector.update(10**6)  # always "too many": eps grows, but stays bounded
+    assert detector.eps <= diameter
+
+
+def test_memory_cap_limits_eps(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=50.0, min_samples=10, band=(40, 150), max_neighbors=50)
+    detector.detect(latents)
+    assert detector.eps < 3.0  # a median point has ~50 neighbours well below a blob's size
+
+
+def test_update_before_detect_and_after_degenerate_is_noop() -> None:
+    detector = DBSCANDetector(eps=0.5, min_samples=10, band=(40, 150))
+    detector.update(0)
+    assert detector.eps == 0.5
+    detector.detect(np.zeros((50, 4)))
+    detector.update(0)
+    assert detector.eps == 0.5
+
+
+def test_scale_band() -> None:
+    assert scale_band((1000, 5000), 80_000) == (1000, 5000)
+    assert scale_band((1000, 5000), 2030) == (203, 1015)
+    assert scale_band((1000, 5000), 5) == (0, 2)
+    assert scale_band((1000, 5000), 1) == (0, 1)
+    assert scale_band((0, 0), 100) == (0, 0)
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+@pytest.fixture
+def detection() -> Detection:
+    return Detection(np.array([7, 3, 9, 1]), np.array([0.5, 2.0, 1.0, 3.0]), {"eps": 1.0})
+
+
+def test_rank_by_rmsd_ascending(detection: Detection) -> None:
+    rmsd = np.full(10, 99.0)
+    rmsd[[7, 3, 9, 1]] = [4.0, 1.0, np.nan, 2.0]
+    assert rank_outliers(detection, rmsd, "rmsd", 3).tolist() == [3, 1, 7]
+    assert rank_outliers(detection, rmsd, "rmsd", 10).tolist() == [3, 1, 7, 9]  # NaN last
+
+
+def test_rank_by_rmsd_ties_by_score(detection: Detection) -> None:
+    assert rank_outliers(detection, np.ones(10), "rmsd", 4).tolist() == [1, 3, 9, 7]
+
+
+def test_rank_by_score_descending(detection: Detection) -> None:
+    assert rank_outliers(detection, None, "score", 2).tolist() == [1, 3]
+
+
+def test_rank_random_is_reproducible(detection: Detection) -> None:
+    first = rank_outliers(detection, None, "random", 3, np.random.default_rng(42))
+    again = rank_outliers(detection, None, "random", 3, np.random.default_rng(42))
+    assert first.tolist() == again.tolist()
+    assert len(set(first.tolist())) == 3 and set(first.tolist()) <= {7, 3, 9, 1}
+    assert rank_outliers(detection, None, "random", 3, 42).tolist() == first.tolist()
+
+
+def test_rank_edge_cases(detection: Detection) -> None:
+    assert len(rank_outliers(detection, None, "score", 0)) == 0
+    assert len(rank_outliers(Detection.empty(), np.ones(3), "rmsd", 5)) == 0
+    with pytest.raises(ValueError, match="rmsd"):
+        rank_outliers(detection, np.ones(5), "rmsd", 2)  # index 9 has no rmsd
+    with pytest.raises(ValueError, match="ranking"):
+        rank_outliers(detection, None, "best", 2)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def test_make_detector_follows_config() -> None:
+    dbscan = make_detector(AgentConfig(eps=0.7, dbscan_min_samples=5, outlier_band=(3, 9)))
+    assert isinstance(dbscan, DBSCANDetector)
+    assert (dbscan.eps, dbscan.min_samples, dbscan.band) == (0.7, 5, (3, 9))
+    lof = make_detector(AgentConfig(detector="lof", lof_neighbors=7))
+    assert isinstance(lof, LOFDetector) and lof.n_neighbors == 7
+    assert lof.name == "lof" and dbscan.name == "dbscan"
+
+
+# --------------------------------------------------------------------------- degenerate input
+
+
+@pytest.mark.parametrize("make", [lambda: DBSCANDetector(0.5, 10, (1, 5)),
+                                  lambda: LOFDetector(20, (1, 5))])
+@pytest.mark.parametrize("latents", [np.zeros((0, 10)), np.ones((1, 10)),
+                                     np.random.default_rng(1).normal(size=(5, 10)),
+                                     np.full((200, 10), 0.3)],
+                         ids=["empty", "one", "fewer-than-min-samples", "identical"])
+def test_degenerate_input(make: object, latents: np.ndarray) -> None:
+    detector = make()  # type: ignore[operator]
+    detection = detector.detect(latents)
+    assert len(detection) == len(detection.scores) <= len(latents)
+    assert np.all((detection.indices >= 0) & (detection.indices < max(len(latents), 1)))
+    detector.update(len(detection))
+    if isinstance(detector, DBSCANDetector):
+        assert len(detector.detect_adaptive(latents)) == 0
+        assert detector.eps == 0.5
+
+
+def test_non_finite_rows_are_skipped(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, far = planted
+    spoiled = latents.copy()
+    spoiled[[0, 5]] = np.nan
+    detection = LOFDetector(n_neighbors=20, band=(20, 100)).detect(spoiled)
+    assert 0 not in detection.indices and 5 not in detection.indices
+    assert recall(detection, far) >= 0.9  # indices refer to the original rows
+
+
+def test_bad_shape_raises() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        DBSCANDetector().detect(np.ones(10))
