@@ -130,6 +130,7 @@ def _setup_logging(log_file: Path) -> None:
         handlers=handlers,
         force=True,
     )
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing chatter
 
 
 def _install_signal_handlers(ctx: TaskContext) -> None:

@@ -1,9 +1,14 @@
-"""Shared test set-up: keep ADIOS2 traffic on loopback; paths of the shipped XML files."""
+"""Shared test set-up: ADIOS2 on loopback, shipped XML paths, fast run configs, process cleanup."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +21,54 @@ SST_XML = REPO / "adios_xml" / "sst.xml"
 BP5_XML = REPO / "adios_xml" / "bp5.xml"
 
 
-@pytest.fixture(params=["sst", "bp5"])
-def stream_xml(request: pytest.FixtureRequest) -> Path:
-    """The shipped XML for simulation streams over SST, then over BP5 (same code, XML swapped)."""
-    return SST_XML if request.param == "sst" else BP5_XML
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.1) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout_s` passed (False)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Any]:
+    """`make_config(section={field: value}, ...)`: a small, fast RunConfig in tmp_path."""
+    from ddmd_stream.config import parse_config
+
+    base = {
+        "workflow": {"run_dir": str(tmp_path / "run"), "engine": "local", "duration_s": 30,
+                     "heartbeat_s": 1.0},
+        "simulation": {"num_simulations": 2, "platform": "CPU", "cpu_threads": 1,
+                       "report_interval_ps": 0.5, "segment_length_ns": 0.005, "seed": 1},
+        "streams": {"adios_xml": str(SST_XML), "open_timeout_s": 60, "liveness_timeout_s": 5},
+    }
+
+    def make(**sections: dict[str, Any]) -> Any:
+        return parse_config(_merge(base, sections), "<test config>", tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test starts (each in its own session); any still running are killed after."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                process.kill()
+            process.wait(timeout=10)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from ddmd_stream.agent.detectors import (
     DBSCANDetector,
@@ -20,6 +22,13 @@ from ddmd_stream.config import AgentConfig
 logger = logging.getLogger(__name__)
 
 N_BLOB, N_FAR, DIM = 2000, 30, 10
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Neighbour searches on one thread: faster on a shared machine, and frugal."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -85,23 +94,43 @@ def test_eps_adapts_into_band(planted: tuple[np.ndarray, np.ndarray], start_eps:
     assert 40 <= counts[-1] <= 150, counts
 
 
+def interpolated(
+    small: tuple[float, int], large: tuple[float, int], band: tuple[int, int]
+) -> float:
+    """eps where log(count + 1), linear in log(eps) between the brackets, hits the band centre."""
+    target = np.log(np.sqrt((band[0] + 1) * (band[1] + 1)))
+    share = (np.log(small[1] + 1) - target) / (np.log(small[1] + 1) - np.log(large[1] + 1))
+    return float(small[0] ** (1 - share) * large[0] ** share)
+
+
 def test_overshoot_narrows_between_brackets(planted: tuple[np.ndarray, np.ndarray]) -> None:
     latents, _ = planted
-    detector = DBSCANDetector(eps=1.0, min_samples=10, band=(40, 150), factor=2.0)
+    band = (40, 150)
+    detector = DBSCANDetector(eps=1.0, min_samples=10, band=band, factor=2.0)
     detector.detect(latents)
     detector.update(1000)  # too many at 1.0 -> 2.0
     assert detector.eps == pytest.approx(2.0)
-    detector.update(0)  # too few at 2.0: log-log interpolation to the band centre
-    share = (np.log(1001) - np.log(np.sqrt(41 * 151))) / np.log(1001)
-    assert detector.eps == pytest.approx(2.0**share)
+    detector.update(0)  # too few at 2.0: crossed, so interpolate in the bracket [1, 2]
     second = detector.eps
-    detector.update(10_000)  # too many again: the step is kept within 10-90 % of the bracket
-    assert detector.eps == pytest.approx(second ** 0.9 * 2.0**0.1)
+    assert second == pytest.approx(interpolated((1.0, 1000), (2.0, 0), band))
+    detector.update(10_000)  # too many: crossed again, interpolate in [second, 2]
     third = detector.eps
+    assert third == pytest.approx(interpolated((second, 10_000), (2.0, 0), band))
+    detector.update(10_000)  # too many twice in a row: bisect [third, 2]
+    fourth = detector.eps
+    assert fourth == pytest.approx(np.sqrt(third * 2.0))
     detector.update(100)  # in band: eps kept, brackets and step reset
-    assert detector.eps == third
+    assert detector.eps == fourth
     detector.update(1000)
-    assert detector.eps == pytest.approx(third * 2.0)
+    assert detector.eps == pytest.approx(fourth * 2.0)
+
+
+def test_too_few_jumps_below_noncore_quantile(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=10.0, min_samples=10, band=(40, 150))
+    assert len(detector.detect(latents)) == N_FAR  # only the planted points: a plateau
+    detector.update(N_FAR)
+    assert detector.eps < 2.0  # not 10 / 1.25: no eps above ~1.6 leaves 40 points non-core
 
 
 def test_steps_grow_while_far_off(planted: tuple[np.ndarray, np.ndarray]) -> None:
@@ -198,8 +227,8 @@ def test_make_detector_follows_config() -> None:
     dbscan = make_detector(AgentConfig(eps=0.7, dbscan_min_samples=5, outlier_band=(3, 9)))
     assert isinstance(dbscan, DBSCANDetector)
     assert (dbscan.eps, dbscan.min_samples, dbscan.band) == (0.7, 5, (3, 9))
-    lof = make_detector(AgentConfig(detector="lof", lof_neighbors=7))
-    assert isinstance(lof, LOFDetector) and lof.n_neighbors == 7
+    lof = make_detector(AgentConfig(detector="lof", lof_neighbors=7), n_jobs=1)
+    assert isinstance(lof, LOFDetector) and (lof.n_neighbors, lof.n_jobs) == (7, 1)
     assert lof.name == "lof" and dbscan.name == "dbscan"
 
 

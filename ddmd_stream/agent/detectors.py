@@ -76,11 +76,13 @@ class Detector(ABC):
     """Finds outliers in latents; `detect` validates input, subclasses implement `_detect`."""
 
     name: ClassVar[str]
+    n_jobs: int | None = None  # threads for neighbour searches; None: library defaults
 
     def detect(self, latents: np.ndarray) -> Detection:
         """Outliers among the rows of `latents` (n, d); rows with NaN/inf are skipped."""
         x, rows = _prepare(latents)
-        return _reindex(self._detect(x), rows)
+        with _thread_limit(self.n_jobs):
+            return _reindex(self._detect(x), rows)
 
     @abstractmethod
     def _detect(self, x: FloatArray) -> Detection:
@@ -91,8 +93,8 @@ class Detector(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: AgentConfig) -> Detector:
-        """The detector as configured by the agent section."""
+    def from_config(cls, config: AgentConfig, n_jobs: int | None = None) -> Detector:
+        """The detector as configured by the agent section, using up to n_jobs threads."""
 
 
 class DBSCANDetector(Detector):
@@ -102,17 +104,22 @@ class DBSCANDetector(Detector):
     smallest eps at which it would be a core point; always > eps for noise.
 
     Adaptation (`update`): too few outliers -> eps /= step, too many -> eps *= step, where the
-    step is factor**m after m moves in the same direction (fast when far off). Once eps has been
-    both too small and too large, the next eps lies between the closest such pair: log(count + 1)
-    interpolated linearly in log(eps) to the band's geometric centre, kept within 10-90 % of the
-    bracket so that it always shrinks (a safeguarded bisection; plain bisection needs more cycles,
-    the count falls steeply with eps). A bracket that a newer result contradicts (the data
-    changed) is dropped; a count in band resets all. eps stays within [1e-9, 1] x the data diameter and, for large data, below
-    the radius at which the median point has `max_neighbors` neighbours (DBSCAN keeps every
-    neighbourhood in memory: a far too large eps on 80,000 points would need tens of GB).
+    step is factor**m after m moves in the same direction (fast when far off). Too few outliers
+    also caps the next eps at the k-distance quantile 1 - low/n of up to 1000 sampled points:
+    noise points are never core, so a larger eps cannot give `low` of them (this skips a plateau
+    of a few isolated points). Once eps has been both too small and too large, the next eps
+    lies between the closest such pair: right after a crossing, where log(count + 1),
+    interpolated linearly in log(eps), meets the band's geometric centre (within 10-90 % of the
+    bracket); after two results on the same side, at the geometric midpoint (bisection), so the
+    bracket keeps shrinking. A bracket that a newer result contradicts (the data changed) is
+    dropped; a count in band resets all. eps stays within [1e-9, 1] x the data diameter and,
+    for more than `max_neighbors` points, below the radius at which the median sampled point
+    has `max_neighbors` neighbours (DBSCAN keeps every neighbourhood in memory: a far too large
+    eps on 80,000 points would need tens of GB).
     """
 
     name = "dbscan"
+    SAMPLE = 1000  # points sampled for the k-distance and neighbourhood statistics
 
     def __init__(
         self,
@@ -133,11 +140,13 @@ class DBSCANDetector(Detector):
         self._too_small: tuple[float, int] | None = None  # (largest eps, count) with too many
         self._too_large: tuple[float, int] | None = None  # (smallest eps, count) with too few
         self._bounds = (0.0, np.inf)
+        self._k_distances = np.empty(0)  # sorted k-distances of sampled points
         self._last_n: int | None = None  # size of the last data; None: no adaptation possible
 
     @classmethod
-    def from_config(cls, config: AgentConfig) -> DBSCANDetector:
-        return cls(config.eps, config.dbscan_min_samples, config.outlier_band, config.eps_factor)
+    def from_config(cls, config: AgentConfig, n_jobs: int | None = None) -> DBSCANDetector:
+        return cls(config.eps, config.dbscan_min_samples, config.outlier_band, config.eps_factor,
+                   n_jobs=n_jobs)
 
     # ----------------------------------------------------------------- detection
 
@@ -150,14 +159,15 @@ class DBSCANDetector(Detector):
         Updates eps between tries, not after the last one: call `update` as after `detect`.
         """
         x, rows = _prepare(latents)
-        labels = self._labels(x)
-        for _ in range(max_tries - 1):
-            count = int(np.sum(labels == -1))
-            if self._last_n is None or self.in_band(count):
-                break
-            self.update(count)
+        with _thread_limit(self.n_jobs):
             labels = self._labels(x)
-        return _reindex(self._detection(x, labels), rows)
+            for _ in range(max_tries - 1):
+                count = int(np.sum(labels == -1))
+                if self._last_n is None or self.in_band(count):
+                    break
+                self.update(count)
+                labels = self._labels(x)
+            return _reindex(self._detection(x, labels), rows)
 
     def in_band(self, count: int) -> bool:
         """Whether `count` outliers lie in the band scaled to the last data size."""
@@ -173,26 +183,28 @@ class DBSCANDetector(Detector):
             self._last_n = None
             return np.zeros(n, np.int64)
         self._last_n = n
-        self._bounds = (diameter * 1e-9, min(diameter, self._memory_cap(x)))
+        self._k_distances, cap = self._neighbour_stats(x)
+        self._bounds = (diameter * 1e-9, min(diameter, cap))
         self._set_eps(self.eps)
         start = time.perf_counter()
-        with _thread_limit(self.n_jobs):
-            labels = DBSCAN(eps=self.eps, min_samples=self.min_samples,
-                            algorithm=_algorithm(self.algorithm, x.shape[1]),
-                            n_jobs=self.n_jobs).fit(x).labels_
+        labels = DBSCAN(eps=self.eps, min_samples=self.min_samples, n_jobs=self.n_jobs,
+                        algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x).labels_
         logger.debug("dbscan: n=%d eps=%.4g noise=%d clusters=%d (%.2f s)", n, self.eps,
                      np.sum(labels == -1), labels.max() + 1, time.perf_counter() - start)
         return labels.astype(np.int64)
 
-    def _memory_cap(self, x: FloatArray) -> float:
-        """eps at which the median of 200 sampled points has `max_neighbors` neighbours."""
+    def _neighbour_stats(self, x: FloatArray) -> tuple[FloatArray, float]:
+        """Sorted k-distances of sampled points, and the eps cap from `max_neighbors`."""
         n = len(x)
-        if n <= self.max_neighbors:
-            return np.inf
-        sample = x[np.random.default_rng(0).choice(n, min(n, 200), replace=False)]
-        kth = [np.partition(euclidean_distances(chunk, x), self.max_neighbors - 1, axis=1)
-               [:, self.max_neighbors - 1] for chunk in np.array_split(sample, 4)]
-        return float(np.median(np.concatenate(kth)))
+        rows = np.random.default_rng(0).choice(n, min(n, self.SAMPLE), replace=False)
+        big = min(self.max_neighbors, n) - 1
+        kth, capped = [], []
+        for chunk in np.array_split(rows, max(1, len(rows) // 50)):
+            part = np.partition(euclidean_distances(x[chunk], x), [self.min_samples - 1, big], 1)
+            kth.append(part[:, self.min_samples - 1])
+            capped.append(part[:, big])
+        cap = float(np.median(np.concatenate(capped))) if n > self.max_neighbors else np.inf
+        return np.sort(np.concatenate(kth)), cap
 
     def _detection(self, x: FloatArray, labels: IntArray) -> Detection:
         noise = np.flatnonzero(labels == -1)
@@ -205,10 +217,9 @@ class DBSCANDetector(Detector):
     def _k_distance(self, x: FloatArray, rows: IntArray) -> FloatArray:
         if len(rows) == 0:
             return np.empty(0, np.float64)
-        with _thread_limit(self.n_jobs):
-            nn = NearestNeighbors(n_neighbors=self.min_samples, n_jobs=self.n_jobs,
-                                  algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x)
-            return nn.kneighbors(x[rows])[0][:, -1]
+        nn = NearestNeighbors(n_neighbors=self.min_samples, n_jobs=self.n_jobs,
+                              algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x)
+        return nn.kneighbors(x[rows])[0][:, -1]
 
     # ----------------------------------------------------------------- adaptation
 
@@ -240,10 +251,20 @@ class DBSCANDetector(Detector):
             self._streak = self._streak - 1 if self._streak < 0 else -1
 
     def _next_eps(self, too_many: bool) -> float:
-        if self._too_small is not None and self._too_large is not None:
-            return self._interpolate(self._too_small, self._too_large)
+        small, large = self._too_small, self._too_large
+        if small is not None and large is not None:
+            if abs(self._streak) > 1:
+                return float(np.sqrt(small[0] * large[0]))
+            return self._interpolate(small, large)
         step = self.factor ** abs(self._streak)
-        return self.eps * step if too_many else self.eps / step
+        return self.eps * step if too_many else min(self.eps / step, self._noncore_cap())
+
+    def _noncore_cap(self) -> float:
+        """Largest eps at which the sampled k-distances leave `low` points non-core."""
+        low = scale_band(self.band, self._last_n or 0)[0]
+        if low == 0 or len(self._k_distances) == 0:
+            return np.inf
+        return float(np.quantile(self._k_distances, 1.0 - low / (self._last_n or 1)))
 
     def _interpolate(self, small: tuple[float, int], large: tuple[float, int]) -> float:
         """eps between the brackets where log(count + 1) hits the band centre (log-log line)."""
@@ -287,8 +308,8 @@ class LOFDetector(Detector):
         self.algorithm, self.n_jobs = algorithm, n_jobs
 
     @classmethod
-    def from_config(cls, config: AgentConfig) -> LOFDetector:
-        return cls(config.lof_neighbors, config.outlier_band)
+    def from_config(cls, config: AgentConfig, n_jobs: int | None = None) -> LOFDetector:
+        return cls(config.lof_neighbors, config.outlier_band, n_jobs=n_jobs)
 
     def _detect(self, x: FloatArray) -> Detection:
         n = len(x)
@@ -308,22 +329,24 @@ class LOFDetector(Detector):
         model = LocalOutlierFactor(n_neighbors=min(self.n_neighbors, len(x) - 1),
                                    algorithm=_algorithm(self.algorithm, x.shape[1]),
                                    n_jobs=self.n_jobs)
-        with _thread_limit(self.n_jobs):
-            model.fit(x)
-        return -model.negative_outlier_factor_
+        return -model.fit(x).negative_outlier_factor_
 
 
 DETECTORS: dict[str, type[Detector]] = {"dbscan": DBSCANDetector, "lof": LOFDetector}
 
 
-def make_detector(config: AgentConfig) -> Detector:
-    """The detector named by `config.detector`, configured from the agent section."""
+def make_detector(config: AgentConfig, n_jobs: int | None = None) -> Detector:
+    """The detector named by `config.detector`, configured from the agent section.
+
+    n_jobs: threads for neighbour searches (sklearn n_jobs, and the BLAS/OpenMP pools that brute
+    force uses); None = library defaults (all cores). Pass the agent task's CPU count.
+    """
     try:
         cls = DETECTORS[config.detector]
     except KeyError:
         raise ValueError(f"unknown detector {config.detector!r}; known: {sorted(DETECTORS)}") \
             from None
-    return cls.from_config(config)
+    return cls.from_config(config, n_jobs)
 
 
 def rank_outliers(

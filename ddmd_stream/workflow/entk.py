@@ -184,17 +184,21 @@ def build_pipelines(plan: TaskPlan, restarter: Restarter, group: Grouping = "tas
 def radical_session(root: Path, env: dict[str, str]) -> Iterator[None]:
     """Set RADICAL's environment and run from `root` (session dirs land there); restore after."""
     import radical.utils as ru
+    import radical.utils.ids as ru_ids
 
-    saved = {key: os.environ.get(key) for key in env}
-    cwd = Path.cwd()
-    os.environ.update(env)
-    ru.DefaultConfig()["iface"] = env["RADICAL_DEFAULT_IFACE"]  # singleton: may predate env
     root.mkdir(parents=True, exist_ok=True)
+    env = {**env, "PWD": str(root)}  # RADICAL expands $PWD, which os.chdir does not update
+    saved = {key: os.environ.get(key) for key in env}
+    saved_cwd, saved_ids = Path.cwd(), ru_ids._BASE
+    os.environ.update(env)
     os.chdir(root)
+    ru.DefaultConfig()["iface"] = env["RADICAL_DEFAULT_IFACE"]  # singleton: may predate env
+    ru_ids._BASE = ru.get_radical_base("utils")  # read at import: $HOME/.radical/utils
     try:
         yield
     finally:
-        os.chdir(cwd)
+        ru_ids._BASE = saved_ids
+        os.chdir(saved_cwd)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -57,10 +57,15 @@ def local_gpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
 
 
 def local_resource_json(cores: int, gpus: int, sandbox: Path | None = None) -> dict:
-    """User override of RADICAL's `local.localhost` (merged over the packaged one)."""
+    """User override of RADICAL's `local.localhost` (merged over the packaged one).
+
+    With `sandbox`, the pilot sandbox and the node-local scratch (`lfs`, /tmp by default,
+    where RADICAL makes an empty `<session id>` folder) move under it.
+    """
     entry: dict = {"cores_per_node": cores, "gpus_per_node": gpus, "fake_resources": True}
     if sandbox is not None:
         entry["default_remote_workdir"] = str(sandbox)
+        entry["lfs_path_per_node"] = str(sandbox / "lfs")
     return {"localhost": entry}
 
 
@@ -85,6 +90,8 @@ def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
         "RADICAL_BASE": str(root),
         "RADICAL_DEFAULT_IFACE": resources.network_interface,
         "RADICAL_UTILS_NTPHOST": LOOPBACK_HOST,
+        "RADICAL_PILOT_BASE": str(root),  # session dirs (default: $PWD, not os.getcwd())
+        "RADICAL_PILOT_SESSION_BASE": str(root),
         "RADICAL_DEFAULT_LOG_DIR": str(root),
         "RADICAL_DEFAULT_REPORT_DIR": str(root),
         "RADICAL_DEFAULT_PROFILE_DIR": str(root),
