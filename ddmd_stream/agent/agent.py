@@ -69,7 +69,7 @@ class Agent:
             with self.ctx.events.span("encode", frames=len(frames["rmsd"])):
                 latents = self.model.encode(frames["contact_map"], self.settings.encode_batch_size)
             with self.ctx.events.span("cluster") as cluster:
-                detection = self.detector.detect(latents)
+                detection = self.detect(latents)
                 self.detector.update(len(detection.indices))
                 cluster.update(outliers=len(detection.indices), **_floats(detection.params))
             info.update(frames=len(latents), outliers=len(detection.indices),
@@ -78,6 +78,13 @@ class Agent:
             published = self.publish(frames, detection)
             info["catalog_version"] = published
         return True
+
+    def detect(self, latents: np.ndarray) -> Detection:
+        """Detect outliers; the first cycle may search its parameters (e.g. DBSCAN's eps)."""
+        adaptive = getattr(self.detector, "detect_adaptive", None)
+        if self.cycle_count == 1 and adaptive is not None:
+            return adaptive(latents)
+        return self.detector.detect(latents)
 
     def load_newest_model(self) -> bool:
         """Load the newest published model when it changed; False while there is none usable."""

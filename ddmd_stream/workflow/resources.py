@@ -74,13 +74,9 @@ def resource_override(resources: ResourcesConfig, plan: TaskPlan, sandbox: Path)
     if is_local(resources):
         cores, gpus = local_cores(resources, plan), local_gpus(resources, plan)
         return local_resource_json(cores, gpus, sandbox)
+    # HPC: RADICAL's own node layout (SMT, blocked cores) stays; only the sandbox moves
     _, name = split_label(resources.resource)
-    entry: dict = {"default_remote_workdir": str(sandbox)}
-    if resources.cores_per_node:
-        entry["cores_per_node"] = resources.cores_per_node
-    if resources.gpus_per_node:
-        entry["gpus_per_node"] = resources.gpus_per_node
-    return {name: entry}
+    return {name: {"default_remote_workdir": str(sandbox)}}
 
 
 def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
@@ -135,6 +131,8 @@ def write_radical_config(config_root: Path, resources: ResourcesConfig,
 
 
 def pilot_cpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
+    """Cores to ask for. On HPC, cores_per_node must be what RADICAL counts per node
+    (cores × SMT − blocked cores), so that the pilot gets exactly `nodes` nodes."""
     if is_local(resources):
         return local_cores(resources, plan) * resources.nodes
     if resources.cores_per_node:

@@ -1,0 +1,155 @@
+"""Trainer and agent loops on real BP5 stores, real Keras models and the real catalog."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddmd_stream.catalog import OutlierCatalog
+from ddmd_stream.ml.data import FrameWindow, RingBuffer
+from ddmd_stream.ml.registry import latest_version, read_meta
+from ddmd_stream.rundir import RunDir
+from ddmd_stream.streams import FrameWriter
+from ddmd_stream.task import TaskContext, TaskFile
+from ddmd_stream.workflow.prepare import prepare_run_dir
+
+N_RES, N_ATOMS = 12, 30
+TINY = {
+    "training": {"min_samples": 20, "epochs": 2, "batch_size": 16, "seed": 3,
+                 "model": {"conv_filters": [8, 8], "conv_kernels": [3, 3], "conv_strides": [1, 2],
+                           "dense_units": 16, "latent_dim": 3}},
+    "agent": {"min_samples": 20, "outlier_band": [3, 10], "n_outliers": 5, "eps": 0.5,
+              "dbscan_min_samples": 4, "seed": 3},
+}
+
+
+def synthetic_frames(count: int, start: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Band-diagonal contact maps of varying width with matching ids and coordinates."""
+    widths = rng.integers(1, 4, size=count)
+    index = np.arange(N_RES)
+    maps = np.stack([(np.abs(index[:, None] - index[None, :]) <= w).astype(np.uint8) for w in widths])
+    noise = rng.random(maps.shape) < 0.03
+    maps = np.where(noise, 1 - maps, maps).astype(np.uint8)
+    odd = rng.choice(count, size=max(1, count // 12), replace=False)
+    maps[odd] = (rng.random((len(odd), N_RES, N_RES)) < 0.5).astype(np.uint8)  # planted oddities
+    return {
+        "contact_map": maps,
+        "rmsd": rng.uniform(0.5, 8.0, size=count).astype(np.float32),
+        "sim_id": (np.arange(start, start + count) % 3).astype(np.int64),
+        "step": np.arange(start, start + count, dtype=np.int64) * 100,
+        "segment_id": np.zeros(count, np.int64),
+        "all_positions": rng.normal(size=(count, N_ATOMS, 3)).astype(np.float32),
+        "velocities": rng.normal(size=(count, N_ATOMS, 3)).astype(np.float32),
+    }
+
+
+@pytest.fixture
+def run_with_store(make_config):
+    config = make_config(**TINY)
+    run = prepare_run_dir(config)
+    writer = FrameWriter(run.adios_xml, config.streams.aggregator_io, run.aggregator_store(0))
+    yield config, run, writer
+    writer.close()
+
+
+def context(config, run: RunDir, role: str) -> TaskContext:
+    return TaskContext(TaskFile(role, 0, run.root, time.time() + 300), config)
+
+
+def test_ring_buffer_keeps_latest_in_order() -> None:
+    ring = RingBuffer(5)
+    for start in (0, 3, 6):
+        ring.add({"x": np.arange(start, start + 3)})
+    assert ring.latest()["x"].tolist() == [4, 5, 6, 7, 8]
+    assert ring.latest(2)["x"].tolist() == [7, 8]
+    ring.add({"x": np.arange(100, 112)})  # larger than the capacity
+    assert ring.latest()["x"].tolist() == [107, 108, 109, 110, 111]
+    assert ring.total == 21
+
+
+def test_window_reads_only_new_steps(run_with_store) -> None:
+    config, run, writer = run_with_store
+    rng = np.random.default_rng(0)
+    window = FrameWindow(run.adios_xml, config.streams.aggregator_io, run.stream_dir,
+                         ["contact_map", "step"], max_samples=25)
+    writer.write(synthetic_frames(10, 0, rng))
+    writer.write(synthetic_frames(5, 10, rng))
+    assert window.update() == 15
+    assert window.update() == 0
+    writer.write(synthetic_frames(20, 15, rng))  # written while the reader is open
+    assert window.update() == 20
+    steps = window.latest()["step"] // 100
+    assert steps.tolist() == list(range(10, 35))  # window of 25, oldest dropped, no repeats
+    assert window.total_seen == 35
+    window.close()
+
+
+def test_trainer_publishes_best_model(run_with_store) -> None:
+    from ddmd_stream.ml.train import Trainer
+
+    config, run, writer = run_with_store
+    writer.write(synthetic_frames(64, 0, np.random.default_rng(1)))
+    trainer = Trainer(context(config, run, "trainer"))
+    trainer.window.update()
+    first = trainer.train_round()
+    assert first == 1
+    version, path = latest_version(run.model_dir)
+    meta = read_meta(path)
+    assert version == 1 and meta["samples"] == 64 and np.isfinite(meta["val_loss"])
+    assert (path / "model.weights.h5").exists()
+    for _ in range(3):
+        trainer.train_round()
+    published = latest_version(run.model_dir)[0]
+    assert read_meta(latest_version(run.model_dir)[1])["val_loss"] <= meta["val_loss"] or published == 1
+
+
+def test_agent_publishes_outliers_ranked_by_rmsd(run_with_store) -> None:
+    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.ml.train import Trainer
+
+    config, run, writer = run_with_store
+    frames = synthetic_frames(80, 0, np.random.default_rng(2))
+    writer.write(frames)
+    trainer = Trainer(context(config, run, "trainer"))
+    trainer.window.update()
+    trainer.train_round()
+
+    agent = Agent(context(config, run, "agent"))
+    assert agent.cycle()
+    catalog = OutlierCatalog(run.catalog_file).load()
+    assert catalog.version == 1
+    records = catalog.records
+    assert 1 <= len(records) <= config.agent.n_outliers
+    rmsds = [r.rmsd for r in records]
+    assert rmsds == sorted(rmsds)
+    for record in records:
+        index = int(np.flatnonzero(frames["step"] == record.step)[0])
+        np.testing.assert_array_equal(record.positions, frames["all_positions"][index])
+        np.testing.assert_array_equal(record.velocities, frames["velocities"][index])
+        assert record.sim_id == frames["sim_id"][index] and record.model_version == 1
+
+
+def test_agent_waits_without_model_or_data(make_config) -> None:
+    from ddmd_stream.agent.agent import Agent
+
+    config = make_config(**TINY)
+    run = prepare_run_dir(config)
+    agent = Agent(context(config, run, "agent"))
+    assert agent.cycle() is False
+    assert OutlierCatalog(run.catalog_file).load().version == 0
+
+
+def test_agent_survives_broken_model(run_with_store) -> None:
+    from ddmd_stream.agent.agent import Agent
+
+    config, run, writer = run_with_store
+    writer.write(synthetic_frames(40, 0, np.random.default_rng(4)))
+    broken = Path(run.model_dir / "v0001")
+    broken.mkdir(parents=True)
+    (broken / "meta.json").write_text("{}")
+    (run.model_dir / "LATEST").write_text("v0001")
+    agent = Agent(context(config, run, "agent"))
+    assert agent.cycle() is False  # logged, retried later, no exception
