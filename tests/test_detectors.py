@@ -106,31 +106,44 @@ def interpolated(
 def test_overshoot_narrows_between_brackets(planted: tuple[np.ndarray, np.ndarray]) -> None:
     latents, _ = planted
     band = (40, 150)
-    detector = DBSCANDetector(eps=1.0, min_samples=10, band=band, factor=2.0)
+    detector = DBSCANDetector(eps=0.5, min_samples=10, band=band, factor=2.0)
     detector.detect(latents)
-    detector.update(1000)  # too many at 1.0 -> 2.0
-    assert detector.eps == pytest.approx(2.0)
-    detector.update(0)  # too few at 2.0: crossed, so interpolate in the bracket [1, 2]
+    detector.update(1000)  # too many at 0.5 -> 1.0
+    assert detector.eps == pytest.approx(1.0)
+    detector.update(0)  # too few at 1.0: crossed, so interpolate in the bracket [0.5, 1]
     second = detector.eps
-    assert second == pytest.approx(interpolated((1.0, 1000), (2.0, 0), band))
-    detector.update(10_000)  # too many: crossed again, interpolate in [second, 2]
+    assert second == pytest.approx(interpolated((0.5, 1000), (1.0, 0), band))
+    detector.update(10_000)  # too many: crossed again, interpolate in [second, 1]
     third = detector.eps
-    assert third == pytest.approx(interpolated((second, 10_000), (2.0, 0), band))
-    detector.update(10_000)  # too many twice in a row: bisect [third, 2]
+    assert third == pytest.approx(interpolated((second, 10_000), (1.0, 0), band))
+    detector.update(10_000)  # too many twice in a row: bisect [third, 1]
     fourth = detector.eps
-    assert fourth == pytest.approx(np.sqrt(third * 2.0))
+    assert fourth == pytest.approx(np.sqrt(third * 1.0))
     detector.update(100)  # in band: eps kept, brackets and step reset
     assert detector.eps == fourth
-    detector.update(1000)
-    assert detector.eps == pytest.approx(fourth * 2.0)
+    detector.update(0)
+    assert detector.eps == pytest.approx(fourth / 2.0)
 
 
-def test_too_few_jumps_below_noncore_quantile(planted: tuple[np.ndarray, np.ndarray]) -> None:
+def test_step_up_stops_where_count_cannot_exceed_high(
+    planted: tuple[np.ndarray, np.ndarray],
+) -> None:
     latents, _ = planted
-    detector = DBSCANDetector(eps=10.0, min_samples=10, band=(40, 150))
-    assert len(detector.detect(latents)) == N_FAR  # only the planted points: a plateau
-    detector.update(N_FAR)
-    assert detector.eps < 2.0  # not 10 / 1.25: no eps above ~1.6 leaves 40 points non-core
+    detector = DBSCANDetector(eps=1.0, min_samples=10, band=(40, 150), factor=4.0)
+    assert len(detector.detect(latents)) > 150
+    detector.update(len(detector.detect(latents)))
+    assert 1.0 < detector.eps < 4.0
+    assert len(detector.detect(latents)) <= 150  # at most `high` non-core points there
+
+
+def test_step_up_from_all_noise_reaches_k_distances(
+    planted: tuple[np.ndarray, np.ndarray],
+) -> None:
+    latents, _ = planted
+    detector = DBSCANDetector(eps=1e-3, min_samples=10, band=(40, 150))
+    assert len(detector.detect(latents)) == len(latents)
+    detector.update(len(latents))
+    assert detector.eps > 0.1  # the least k-distance, not 1.25e-3
 
 
 def test_steps_grow_while_far_off(planted: tuple[np.ndarray, np.ndarray]) -> None:

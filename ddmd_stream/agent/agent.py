@@ -41,7 +41,7 @@ class Agent:
         self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
                                   FRAME_FIELDS + self.restart_fields, self.settings.max_samples,
                                   streams.liveness_timeout_s)
-        self.detector = make_detector(self.settings)
+        self.detector = make_detector(self.settings, n_jobs=ctx.config.resources.agent_cpus)
         self.catalog = OutlierCatalog(ctx.run.catalog_file)
         self.rng = np.random.default_rng(self.settings.seed)
         self.model: Any = None

@@ -26,7 +26,6 @@ from typing import ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import DBSCAN
-from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
 from threadpoolctl import threadpool_limits
 
@@ -104,22 +103,24 @@ class DBSCANDetector(Detector):
     smallest eps at which it would be a core point; always > eps for noise.
 
     Adaptation (`update`): too few outliers -> eps /= step, too many -> eps *= step, where the
-    step is factor**m after m moves in the same direction (fast when far off). Too few outliers
-    also caps the next eps at the k-distance quantile 1 - low/n of up to 1000 sampled points:
-    noise points are never core, so a larger eps cannot give `low` of them (this skips a plateau
-    of a few isolated points). Once eps has been both too small and too large, the next eps
-    lies between the closest such pair: right after a crossing, where log(count + 1),
-    interpolated linearly in log(eps), meets the band's geometric centre (within 10-90 % of the
-    bracket); after two results on the same side, at the geometric midpoint (bisection), so the
-    bracket keeps shrinking. A bracket that a newer result contradicts (the data changed) is
-    dropped; a count in band resets all. eps stays within [1e-9, 1] x the data diameter and,
-    for more than `max_neighbors` points, below the radius at which the median sampled point
-    has `max_neighbors` neighbours (DBSCAN keeps every neighbourhood in memory: a far too large
-    eps on 80,000 points would need tens of GB).
+    step is factor**m after m moves in the same direction (fast when far off). Noise points are
+    never core points, so the k-distances of up to 500 sampled points bound the useful eps: an
+    eps at which fewer than `low` points are non-core gives too few outliers, one at which at most
+    `high` are non-core gives no more than `high`. So a step down goes no higher than the former
+    (skipping a plateau of a few isolated points), a step up no higher than the latter (no futile
+    overshoot), and from all-noise a step up goes at least to the least sampled k-distance.
+    Once eps has been both too small and too large, the next eps lies between the closest such
+    pair: right after a crossing, where log(count + 1), linear in log(eps), meets the band's
+    geometric centre (kept within 10-90 % of the bracket); after two results on the same side,
+    at the geometric midpoint (bisection), so the bracket keeps shrinking. A bracket that a newer
+    result contradicts (the data changed) is dropped; a count in band resets all. eps stays
+    within [1e-9, 1] x the data diameter and, for more than `max_neighbors` points, below the
+    radius at which the median sampled point has `max_neighbors` neighbours (DBSCAN holds every
+    neighbourhood in memory: a far too large eps on 80,000 points would need tens of GB).
     """
 
     name = "dbscan"
-    SAMPLE = 1000  # points sampled for the k-distance and neighbourhood statistics
+    SAMPLE = 500  # points sampled for the k-distance and neighbourhood statistics
 
     def __init__(
         self,
@@ -128,7 +129,7 @@ class DBSCANDetector(Detector):
         band: tuple[int, int] = (1000, 5000),
         factor: float = 1.25,
         *,
-        max_neighbors: int = 2000,
+        max_neighbors: int = 1000,
         algorithm: str = "auto",
         n_jobs: int | None = None,
     ) -> None:
@@ -197,14 +198,15 @@ class DBSCANDetector(Detector):
         """Sorted k-distances of sampled points, and the eps cap from `max_neighbors`."""
         n = len(x)
         rows = np.random.default_rng(0).choice(n, min(n, self.SAMPLE), replace=False)
-        big = min(self.max_neighbors, n) - 1
-        kth, capped = [], []
+        kth = [self.min_samples - 1, min(self.max_neighbors, n) - 1]
+        norms = np.einsum("ij,ij->i", x, x)
+        parts = []
         for chunk in np.array_split(rows, max(1, len(rows) // 50)):
-            part = np.partition(euclidean_distances(x[chunk], x), [self.min_samples - 1, big], 1)
-            kth.append(part[:, self.min_samples - 1])
-            capped.append(part[:, big])
-        cap = float(np.median(np.concatenate(capped))) if n > self.max_neighbors else np.inf
-        return np.sort(np.concatenate(kth)), cap
+            squared = norms[chunk, None] + norms[None, :] - 2.0 * (x[chunk] @ x.T)
+            parts.append(np.partition(squared, sorted(set(kth)), axis=1)[:, kth])
+        selected = np.sqrt(np.maximum(np.concatenate(parts), 0.0))
+        cap = float(np.median(selected[:, 1])) if n > self.max_neighbors else np.inf
+        return np.sort(selected[:, 0]), cap
 
     def _detection(self, x: FloatArray, labels: IntArray) -> Detection:
         noise = np.flatnonzero(labels == -1)
@@ -233,7 +235,7 @@ class DBSCANDetector(Detector):
         too_many = n_outliers > scale_band(self.band, self._last_n)[1]
         self._record(too_many, n_outliers)
         old = self.eps
-        self._set_eps(self._next_eps(too_many))
+        self._set_eps(self._next_eps(too_many, n_outliers))
         logger.info("dbscan: %d outliers (band %s): eps %.4g -> %.4g", n_outliers,
                     scale_band(self.band, self._last_n), old, self.eps)
 
@@ -250,21 +252,32 @@ class DBSCANDetector(Detector):
                 self._too_small = None
             self._streak = self._streak - 1 if self._streak < 0 else -1
 
-    def _next_eps(self, too_many: bool) -> float:
+    def _next_eps(self, too_many: bool, count: int) -> float:
         small, large = self._too_small, self._too_large
         if small is not None and large is not None:
             if abs(self._streak) > 1:
                 return float(np.sqrt(small[0] * large[0]))
             return self._interpolate(small, large)
-        step = self.factor ** abs(self._streak)
-        return self.eps * step if too_many else min(self.eps / step, self._noncore_cap())
+        return self._step_up(count) if too_many else self._step_down()
 
-    def _noncore_cap(self) -> float:
-        """Largest eps at which the sampled k-distances leave `low` points non-core."""
+    def _step_up(self, count: int) -> float:
+        """eps * step, from all-noise at least the least sampled k-distance, capped (see class)."""
+        high = scale_band(self.band, self._last_n or 0)[1]
+        eps = self.eps * self.factor ** abs(self._streak)
+        if count >= (self._last_n or 0) and len(self._k_distances):
+            eps = max(eps, float(self._k_distances[0]))
+        cap = self._noncore_eps(high)
+        return min(eps, cap) if cap > self.eps else eps
+
+    def _step_down(self) -> float:
         low = scale_band(self.band, self._last_n or 0)[0]
-        if low == 0 or len(self._k_distances) == 0:
+        return min(self.eps / self.factor ** abs(self._streak), self._noncore_eps(low))
+
+    def _noncore_eps(self, count: int) -> float:
+        """eps above which fewer than `count` points are non-core (sampled k-distances)."""
+        if count == 0 or len(self._k_distances) == 0:
             return np.inf
-        return float(np.quantile(self._k_distances, 1.0 - low / (self._last_n or 1)))
+        return float(np.quantile(self._k_distances, 1.0 - count / (self._last_n or 1)))
 
     def _interpolate(self, small: tuple[float, int], large: tuple[float, int]) -> float:
         """eps between the brackets where log(count + 1) hits the band centre (log-log line)."""
@@ -279,7 +292,7 @@ class DBSCANDetector(Detector):
         low, high = self._bounds
         clamped = float(min(max(eps, low), high))
         if clamped != eps:
-            logger.warning("dbscan: eps %.4g clamped to %.4g (data scale/memory bounds)", eps,
+            logger.info("dbscan: eps %.4g clamped to %.4g (data scale/memory bounds)", eps,
                            clamped)
         self.eps = clamped
 
