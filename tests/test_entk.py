@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,42 +27,45 @@ from ddmd_stream.workflow.resources import (
 
 logger = logging.getLogger(__name__)
 
-# argv: marker file, how many first attempts fail, task.yaml (unused; names the run dir like
-# a real task's `-c RUN/tasks/<task>/task.yaml`)
+# argv: marker file, how many first attempts fail, seconds to sleep, task.yaml (unused; names
+# the run dir like a real task's `-c RUN/tasks/<task>/task.yaml`)
 TASK_SCRIPT = """
 import os, pathlib, sys, time
-marker, failures = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+marker, failures, seconds = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 attempt = len(marker.read_text().splitlines()) if marker.exists() else 0
 start = time.time()
 print("attempt", attempt, "of", os.environ.get("DDMD_TASK"), flush=True)
-time.sleep(3)
+time.sleep(seconds)
 with marker.open("a") as out:
-    out.write(f"{start} {time.time()} {os.getcwd()} {os.environ.get('PRE_EXEC_RAN', '')}\\n")
+    env = os.environ
+    out.write(f"{start} {time.time()} {os.getcwd()} {env.get('PRE_EXEC_RAN')} {env['TMPDIR']}\\n")
 sys.exit(1 if attempt < failures else 0)
 """
-# role, index, failures of the first attempts; with max_restarts=1 the agent fails for good
-TASKS = [("aggregator", 0, 0), ("sim", 0, 0), ("sim", 1, 1), ("trainer", 0, 0), ("agent", 0, 2)]
+# role, index, failures of the first attempts[, seconds]; with max_restarts=1 the agent fails
+# for good; the aggregator outlives the others' first attempts (restarts happen meanwhile)
+TASKS = [("aggregator", 0, 0, 8), ("sim", 0, 0), ("sim", 1, 1), ("trainer", 0, 0), ("agent", 0, 2)]
 MAX_RESTARTS = 1
 
 
-def _spec(run_dir: Path, role: str, index: int, failures: int) -> TaskSpec:
+def _spec(run_dir: Path, role: str, index: int, failures: int, seconds: float = 3) -> TaskSpec:
     workdir = run_dir / "tasks" / f"{role}-{index:04d}"
     marker = run_dir / "markers" / f"{role}-{index:04d}.txt"
     return TaskSpec(role=role, index=index, executable=sys.executable,
-                    arguments=["-c", TASK_SCRIPT, str(marker), str(failures),
+                    arguments=["-c", TASK_SCRIPT, str(marker), str(failures), str(seconds),
                                str(workdir / "task.yaml")],
                     workdir=workdir, pre_exec=["export PRE_EXEC_RAN=yes"],
                     environment={"DDMD_TASK": f"{role}-{index:04d}"})
 
 
-def _plan(run_dir: Path) -> TaskPlan:
+def _plan(run_dir: Path, tasks: list[tuple] = TASKS) -> TaskPlan:
     (run_dir / "markers").mkdir(parents=True)
-    return TaskPlan([_spec(run_dir, *task) for task in TASKS], run_dir)
+    return TaskPlan([_spec(run_dir, *task) for task in tasks], run_dir)
 
 
-def _intervals(marker: Path) -> list[tuple[float, float, str, str]]:
+def _intervals(marker: Path) -> list[tuple[float, float, str, str, str]]:
+    """(start, end, cwd, PRE_EXEC_RAN, TMPDIR) of each attempt of a task."""
     rows = [line.split() for line in marker.read_text().splitlines()]
-    return [(float(r[0]), float(r[1]), r[2], r[3] if len(r) > 3 else "") for r in rows]
+    return [(float(r[0]), float(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
 # --------------------------------------------------------------------------- a real EnTK run
@@ -80,9 +85,10 @@ def entk_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     leftovers = [p.pid for p in find_leftovers(run_dir)]
     first_start = min(rows[0][0] for rows in markers.values())
     engine_start = next(d["time"] for n, d in events if n == "engine_start")
-    logger.warning("EnTK timing: run() → first task running %.1f s, total %.1f s, "
-                   "last task end → run_entk returned %.1f s", first_start - engine_start, t1 - t0,
-                   t1 - max(rows[-1][1] for rows in markers.values()))
+    last_end = max(rows[-1][1] for rows in markers.values())
+    print(f"EnTK timing: run() → first task running {first_start - engine_start:.1f} s, "
+          f"total {t1 - t0:.1f} s, last task end → run_entk returned {t1 - last_end:.1f} s",
+          file=sys.__stderr__)  # uncaptured: the figure shows in CI logs
     return {"plan": plan, "states": states, "events": events, "markers": markers,
             "leftovers": leftovers, "run_dir": run_dir}
 
@@ -93,9 +99,10 @@ def test_all_tasks_ran_at_once_in_their_workdirs(entk_run: dict) -> None:
     firsts = [rows[0] for rows in markers.values()]
     assert max(start for start, *_ in firsts) < min(end for _, end, *_ in firsts), firsts
     for spec in plan.tasks:
-        for _, _, cwd, pre_exec in markers[spec.name]:
+        for _, _, cwd, pre_exec, tmpdir in markers[spec.name]:
             assert Path(cwd).resolve() == spec.workdir.resolve()
             assert pre_exec == "yes"
+            assert tmpdir == (os.environ.get("TMPDIR") or tempfile.gettempdir())
         stdout = (spec.workdir / "stdout").read_text()
         assert f"of {spec.name}" in stdout  # environment reached the task, stdout in workdir
 
@@ -107,6 +114,7 @@ def test_failed_task_is_restarted_up_to_the_limit(entk_run: dict) -> None:
                       "trainer-0000": "DONE", "agent-0000": "FAILED"}
     assert len(markers["sim-0001"]) == 2 and len(markers["agent-0000"]) == 1 + MAX_RESTARTS
     assert len(markers["sim-0000"]) == 1
+    assert markers["sim-0001"][1][0] < markers["aggregator-0000"][0][1]  # restarted at once
     restarts = [d for n, d in events if n == "task_restart"]
     assert sorted(d["task"] for d in restarts) == ["agent-0000", "sim-0001"]
     assert all(d["code"] == 1 for d in restarts)
@@ -120,9 +128,31 @@ def test_no_leftovers_and_radical_files_in_run_dir(entk_run: dict) -> None:
     run_dir = entk_run["run_dir"]
     assert entk_run["leftovers"] == []
     radical = run_dir / "radical"
-    sessions = list(radical.glob("re.session.*"))
-    assert len(sessions) == 1 and list(sessions[0].glob("*.log"))
-    assert list((radical / "radical.pilot.sandbox").glob("re.session.*/pilot.0000"))
+    sid = next(d["session"] for n, d in entk_run["events"] if n == "engine_start")
+    assert (radical / sid / "radical.entk.appmanager.0000.prof").is_file()  # EnTK client
+    assert (radical / sid / "tmgr.0000.prof").is_file()  # RADICAL-Pilot client
+    assert (radical / "radical.pilot.sandbox" / sid / "pilot.0000" / "agent_0.cfg").is_file()
+    # nothing of this session outside the run dir: cwd, $HOME/.radical, /tmp
+    home = Path(os.environ.get("HOME", "/nonexistent"))
+    for outside in (Path.cwd(), home / ".radical" / "utils", Path(tempfile.gettempdir())):
+        assert not (outside / sid).exists(), outside
+
+
+@pytest.mark.timeout(300)
+def test_role_pipelines_restart_once_the_role_is_done(tmp_path: Path) -> None:
+    """group="role": one pipeline per role; EnTK runs post_exec when the whole stage is done,
+    so the failed sim restarts only after its sibling ended (why "task" is the default)."""
+    plan = _plan(tmp_path / "run", [("sim", 0, 0, 8), ("sim", 1, 1, 1), ("agent", 0, 0, 1)])
+    events: list[tuple[str, dict]] = []
+    states = run_entk(plan, ResourcesConfig(), 2, lambda n, d: events.append((n, d)),
+                      group="role")
+    assert set(states.values()) == {"DONE"}
+    markers = {s.name: _intervals(tmp_path / "run" / "markers" / f"{s.name}.txt")
+               for s in plan.tasks}
+    assert len(markers["sim-0001"]) == 2 and len(markers["sim-0000"]) == 1
+    assert markers["sim-0001"][1][0] > markers["sim-0000"][0][1]  # restart after sibling's end
+    assert [d["task"] for n, d in events if n == "task_restart"] == ["sim-0001"]
+    assert find_leftovers(tmp_path / "run") == []
 
 
 # --------------------------------------------------------------------------- cleanup
@@ -196,7 +226,7 @@ def test_local_config_fits_all_tasks_and_stays_in_run_dir(tmp_path: Path) -> Non
 def test_hpc_problems_are_reported(tmp_path: Path) -> None:
     plan = _tiny_plan(tmp_path, gpus=2)
     resources = ResourcesConfig(resource="ornl.summit", access_schema="local", nodes=1,
-                                cores_per_node=4, gpus_per_node=6, network_interface="lo")
+                                cores_per_node=4, gpus_per_node=4, network_interface="lo")
     problems = "\n".join(check_resources(resources, plan))
     for needle in ("resources.project", "6 cores", "6 GPUs", "network_interface"):
         assert needle in problems

@@ -32,6 +32,7 @@ from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 from ddmd_stream.workflow.resources import (
     pilot_description,
     radical_root,
+    task_tmpdir,
     write_radical_config,
 )
 
@@ -40,8 +41,7 @@ logger = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict], None]
 Grouping = Literal["task", "role"]
 
-# AppManager.run() polls pipeline states in a loop without any sleep (radical.entk 1.103,
-# AppManager._run_workflow), which keeps one core busy for the whole run.
+# Sleep added to EnTK's busy polling loops (see throttle_polling).
 POLL_INTERVAL_S = 0.2
 # Pilot submissions per run: a pilot that ends (walltime) ends the run instead of EnTK
 # resubmitting the whole workflow to a new pilot.
@@ -54,8 +54,10 @@ def entk_name(spec: TaskSpec) -> str:
     return f"{spec.role}.{spec.index:04d}"
 
 
-def build_task(spec: TaskSpec):
-    """An EnTK Task running `spec` in its workdir with stdout/stderr there."""
+def build_task(spec: TaskSpec, base_env: dict[str, str] | None = None):
+    """An EnTK Task running `spec` in its workdir with stdout/stderr there.
+
+    `base_env` is set before the spec's own environment (e.g. the original TMPDIR)."""
     from radical.entk import Task
 
     task = Task()
@@ -63,7 +65,7 @@ def build_task(spec: TaskSpec):
     task.executable = spec.executable
     task.arguments = [str(a) for a in spec.arguments]
     task.pre_exec = list(spec.pre_exec)
-    task.environment = {str(k): str(v) for k, v in spec.environment.items()}
+    task.environment = {str(k): str(v) for k, v in {**(base_env or {}), **spec.environment}.items()}
     task.cpu_reqs = {"cpu_processes": 1, "cpu_process_type": None,
                      "cpu_threads": spec.cpus, "cpu_thread_type": None}
     if spec.gpus > 0:
@@ -92,8 +94,10 @@ def keep_failed_logs(spec: TaskSpec, attempt: int) -> None:
 class Restarter:
     """Builds stages and restarts the failed tasks of a finished stage (its post_exec)."""
 
-    def __init__(self, plan: TaskPlan, max_restarts: int, on_event: EventCallback | None):
+    def __init__(self, plan: TaskPlan, max_restarts: int, on_event: EventCallback | None,
+                 base_env: dict[str, str] | None = None):
         self.plan = plan
+        self.base_env = base_env or {}
         self.max_restarts = max_restarts
         self.on_event = on_event or (lambda name, data: None)
         self.restarts = {spec.name: 0 for spec in plan.tasks}
@@ -107,7 +111,7 @@ class Restarter:
         stage = Stage()
         stage.name = f"run.{max(self.restarts[s.name] for s in specs)}"
         for spec in specs:
-            task = build_task(spec)
+            task = build_task(spec, self.base_env)
             self.by_uid[task.uid] = spec
             self.states[spec.name] = "SCHEDULED"
             stage.add_tasks(task)
@@ -139,7 +143,7 @@ class Restarter:
         keep_failed_logs(spec, attempt)
         logger.warning("%s ended %s (exit code %s); restart %d/%d", spec.name, state, code,
                        attempt + 1, self.max_restarts)
-        self._emit("task_restart", {"task": spec.name, "state": state, "code": code,
+        self.emit("task_restart", {"task": spec.name, "state": state, "code": code,
                                     "restart": attempt + 1, "max_restarts": self.max_restarts})
         self.states[spec.name] = "RESTARTING"
         return spec
@@ -148,10 +152,10 @@ class Restarter:
         self.states[spec.name] = state
         logger.log(logging.INFO if state == "DONE" else logging.ERROR, "%s ended %s (exit code %s)",
                    spec.name, state, code)
-        self._emit("task_exit", {"task": spec.name, "state": state, "code": code,
+        self.emit("task_exit", {"task": spec.name, "state": state, "code": code,
                                  "restarts": self.restarts[spec.name]})
 
-    def _emit(self, name: str, data: dict) -> None:
+    def emit(self, name: str, data: dict) -> None:
         try:
             self.on_event(name, {**data, "time": time.time()})
         except Exception:
@@ -207,18 +211,46 @@ def radical_session(root: Path, env: dict[str, str]) -> Iterator[None]:
 
 
 def throttle_polling(appman, interval_s: float = POLL_INTERVAL_S) -> None:
-    """Add a sleep to AppManager.run()'s busy loop (it calls this getter once per round)."""
+    """Put sleeps into EnTK's two busy loops (radical.entk 1.103: ~1 core of the client).
+
+    AppManager._run_workflow polls pipeline states without sleeping; it calls the resource
+    manager's `get_resource_allocation_state` once per round, so that getter (of this
+    AppManager only) sleeps first. WFprocessor._enqueue calls `_create_workload` in a loop
+    without sleeping; the class method is wrapped (once per process) to sleep when there
+    is nothing to enqueue.
+    """
     rmgr = getattr(appman, "_rmgr", None)
     getter = getattr(rmgr, "get_resource_allocation_state", None)
     if getter is None:
-        logger.warning("cannot throttle EnTK's polling loop (radical.entk internals changed)")
+        logger.warning("cannot throttle AppManager polling (radical.entk internals changed)")
+    else:
+        def throttled_state():
+            time.sleep(interval_s)
+            return getter()
+
+        rmgr.get_resource_allocation_state = throttled_state
+    _throttle_enqueue(interval_s)
+
+
+def _throttle_enqueue(interval_s: float) -> None:
+    from radical.entk.appman import wfprocessor
+
+    cls = wfprocessor.WFprocessor
+    original = getattr(cls, "_create_workload", None)
+    if original is None:
+        logger.warning("cannot throttle EnTK's enqueue loop (radical.entk internals changed)")
+        return
+    if getattr(original, "_ddmd_throttled", False):
         return
 
-    def throttled():
-        time.sleep(interval_s)
-        return getter()
+    def throttled_create_workload(self):
+        workload, stages = original(self)
+        if not workload:
+            time.sleep(interval_s)
+        return workload, stages
 
-    rmgr.get_resource_allocation_state = throttled
+    throttled_create_workload._ddmd_throttled = True
+    cls._create_workload = throttled_create_workload
 
 
 def make_appmanager(plan: TaskPlan, resources: ResourcesConfig, root: Path):
@@ -236,7 +268,7 @@ def run_entk(plan: TaskPlan, resources: ResourcesConfig, max_restarts: int,
     """Run every task of `plan` at once under EnTK; return the final state per task name."""
     root = radical_root(plan.run_dir.resolve())
     env = write_radical_config(root, resources, plan)
-    restarter = Restarter(plan, max_restarts, on_event)
+    restarter = Restarter(plan, max_restarts, on_event, {"TMPDIR": task_tmpdir()})
     for spec in plan.tasks:
         spec.workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -244,7 +276,7 @@ def run_entk(plan: TaskPlan, resources: ResourcesConfig, max_restarts: int,
         with radical_session(root, env):
             appman = make_appmanager(plan, resources, root)
             appman.workflow = build_pipelines(plan, restarter, group)
-            restarter._emit("engine_start", {"engine": "entk", "session": appman.sid,
+            restarter.emit("engine_start", {"engine": "entk", "session": appman.sid,
                                              "session_dir": str(root / appman.sid)})
             _run(appman, restarter)
     finally:
@@ -252,7 +284,7 @@ def run_entk(plan: TaskPlan, resources: ResourcesConfig, max_restarts: int,
         if killed:
             logger.warning("killed %d leftover process(es) of the run: %s", len(killed), killed)
     states = restarter.final_states()
-    restarter._emit("engine_end", {"engine": "entk", "seconds": time.time() - started,
+    restarter.emit("engine_end", {"engine": "entk", "seconds": time.time() - started,
                                    "states": states})
     return states
 
@@ -263,4 +295,4 @@ def _run(appman, restarter: Restarter) -> None:
         appman.run()
     except Exception as error:  # EnTKError wraps KeyboardInterrupt, pilot failure, ...
         logger.error("EnTK run failed: %s (logs in %s)", error, Path.cwd() / appman.sid)
-        restarter._emit("engine_error", {"engine": "entk", "error": str(error)})
+        restarter.emit("engine_error", {"engine": "entk", "error": str(error)})

@@ -8,6 +8,8 @@ Everything RADICAL writes goes under `RUN/radical/` (see `radical_root`):
 - `RUN/radical/.radical/utils/`: ID counters and the NTP cache (`RADICAL_BASE=RUN/radical`).
 - `RUN/radical/<session id>/`: EnTK and RADICAL-Pilot client logs (the engine runs from there).
 - `RUN/radical/radical.pilot.sandbox/<session id>/pilot.0000/`: the pilot agent's sandbox.
+- `RUN/radical/tmp/` (local runs): RADICAL's temp files (`TMPDIR`; tasks keep the original).
+- `RUN/radical/lfs/` (local runs): node-local scratch of the fake node.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ddmd_stream.config import ResourcesConfig
@@ -93,8 +96,17 @@ def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
         "RADICAL_DEFAULT_PROFILE_DIR": str(root),
         "RADICAL_REPORT": "FALSE",  # no progress bars on stderr; logs stay in the session dir
     }
+    if is_local(resources):
+        # the client's rp.agent_cfg.* files and the agent's empty $TMPDIR/<session id> folder;
+        # tasks get the original TMPDIR back (see task_tmpdir)
+        env["TMPDIR"] = str(root / "tmp")
     env.update(python_env())
     return env
+
+
+def task_tmpdir() -> str:
+    """The temp folder tasks should see: this process's, before RADICAL's env is set."""
+    return os.environ.get("TMPDIR") or tempfile.gettempdir()
 
 
 def python_env() -> dict[str, str]:
@@ -126,13 +138,14 @@ def write_radical_config(config_root: Path, resources: ResourcesConfig,
         cache = base / ".radical" / "utils" / "ntp.cache"
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(NTP_CACHE)
+    (config_root / "tmp").mkdir(exist_ok=True)
     logger.debug("wrote %s", target)
     return radical_env(config_root, resources)
 
 
 def pilot_cpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
     """Cores to ask for. On HPC, cores_per_node must be what RADICAL counts per node
-    (cores × SMT − blocked cores), so that the pilot gets exactly `nodes` nodes."""
+    (cores × SMT - blocked cores), so that the pilot gets exactly `nodes` nodes."""
     if is_local(resources):
         return local_cores(resources, plan) * resources.nodes
     if resources.cores_per_node:
