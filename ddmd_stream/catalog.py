@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import pickle
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ddmd_stream.errors import InputError
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
+LOCK_POLL_S = 0.005  # publishers waiting for the lock retry this often
 
 
 class CatalogError(InputError):
@@ -78,11 +80,18 @@ _ALLOWED = {
 _NUMPY_DTYPE_CLASSES = ("numpy.dtypes",)
 
 
+class RefusedClass(pickle.UnpicklingError):
+    """The pickle names a class outside builtins and numpy arrays/dtypes."""
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED or (module in _NUMPY_DTYPE_CLASSES and name.endswith("DType")):
+        allowed = (module, name) in _ALLOWED or (
+            module in _NUMPY_DTYPE_CLASSES and name.endswith("DType")
+        )
+        if allowed:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load {module}.{name} (only builtins and numpy arrays)")
+        raise RefusedClass(f"refused to load {module}.{name} (only builtins and numpy arrays)")
 
 
 def safe_loads(data: bytes) -> Any:
@@ -92,17 +101,26 @@ def safe_loads(data: bytes) -> Any:
 def _decode(path: Path, data: bytes) -> Catalog:
     try:
         payload = safe_loads(data)
-    except pickle.UnpicklingError as error:
-        raise CatalogError(f"{path}: {error}; the file is not a ddmd_stream catalog (or was tampered with)") from None
-    except (EOFError, ValueError, TypeError, IndexError, AttributeError, ImportError) as error:
-        raise CatalogError(f"{path}: corrupt or truncated catalog ({type(error).__name__}: {error})") from None
+    except RefusedClass as error:
+        raise CatalogError(
+            f"{path}: {error}; the file is not a ddmd_stream catalog (or was tampered with)"
+        ) from None
+    except Exception as error:  # untrusted bytes: any failure to decode means a broken file
+        raise CatalogError(
+            f"{path}: corrupt or truncated catalog ({type(error).__name__}: {error})"
+        ) from None
+    if isinstance(payload, dict) and int(payload.get("format", FORMAT)) > FORMAT:
+        raise CatalogError(f"{path}: written by a newer ddmd_stream (format {payload['format']}, "
+                           f"this one reads {FORMAT}); upgrade ddmd_stream")
     if not isinstance(payload, dict) or not {"version", "records"} <= payload.keys():
         raise CatalogError(f"{path}: not a ddmd_stream catalog (missing version/records)")
     try:
+        version = int(payload["version"])
+        created = float(payload.get("created", 0.0))
         records = [OutlierRecord.from_dict(r) for r in payload["records"]]
-    except TypeError as error:
-        raise CatalogError(f"{path}: malformed record: {error}") from None
-    return Catalog(int(payload["version"]), float(payload.get("created", 0.0)), records)
+    except (TypeError, ValueError) as error:
+        raise CatalogError(f"{path}: malformed catalog: {error}") from None
+    return Catalog(version, created, records)
 
 
 def _encode(catalog: Catalog) -> bytes:
@@ -146,7 +164,7 @@ class OutlierCatalog:
         """Replace the catalog by `records` as the next version; returns that version."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with self.lock:
+            with self.lock.acquire(poll_interval=LOCK_POLL_S):
                 version = self._current_version() + 1
                 self._write(Catalog(version, time.time(), list(records)))
         except Timeout:
@@ -169,7 +187,8 @@ class OutlierCatalog:
             logger.error("%s; falling back to %s", error, self.previous_path)
         try:
             return _decode(self.previous_path, self.previous_path.read_bytes())
-        except (OSError, CatalogError):
+        except (OSError, CatalogError) as error:
+            logger.error("no usable previous catalog either (%s); starting empty", error)
             return Catalog.empty()
 
     def _current_version(self) -> int:
@@ -177,10 +196,11 @@ class OutlierCatalog:
             return self.load().version
         except CatalogError as error:
             # Never reuse a version: the broken file may have held previous + 1.
+            previous = self.load_last_good().version
             aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time():.0f}")
             os.replace(self.path, aside)
             logger.error("%s; moved aside to %s", error, aside)
-            return self.load_last_good().version + 1
+            return previous + 1
 
     def _write(self, catalog: Catalog) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
@@ -198,7 +218,10 @@ class OutlierCatalog:
             return
         link = self.path.with_name(f".{self.path.name}.prev-{os.getpid()}")
         link.unlink(missing_ok=True)
-        os.link(self.path, link)
+        try:
+            os.link(self.path, link)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(self.path, link)
         os.replace(link, self.previous_path)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ddmd_stream.config import RunConfig, check_inputs, load_config
 from ddmd_stream.errors import InputError
 from ddmd_stream.rundir import RunDir
-from ddmd_stream.streams import validate_xml
+from ddmd_stream.streams import engine_parameters, validate_xml
 from ddmd_stream.workflow.plan import TaskPlan
 
 logger = logging.getLogger("ddmd_stream.launch")
@@ -64,6 +64,8 @@ def check_everything(config: RunConfig, plan: TaskPlan | None = None) -> list[st
     xml_problem = validate_xml(streams.adios_xml, [streams.simulation_io, streams.aggregator_io])
     if xml_problem:
         problems.append(f"streams.adios_xml: {xml_problem}")
+    else:
+        problems.extend(_check_loopback(config))
     if not problems:
         problems.extend(_check_structures(config))
     from ddmd_stream.workflow.resources import check_resources
@@ -72,16 +74,24 @@ def check_everything(config: RunConfig, plan: TaskPlan | None = None) -> list[st
     return problems
 
 
-def _check_structures(config: RunConfig) -> list[str]:
-    from ddmd_stream.md.system import StructureError, load_pdb, reference_ca_angstrom
+def _check_loopback(config: RunConfig) -> list[str]:
+    """A local run must keep SST on loopback (nothing else is reachable, nothing else allowed)."""
+    if config.resources.resource.split(".")[0] != "local":
+        return []
+    streams = config.streams
+    problems = []
+    for io_name in (streams.simulation_io, streams.aggregator_io):
+        for key, value in engine_parameters(streams.adios_xml, io_name).items():
+            if key.lower() in ("networkinterface", "controlinterface", "datainterface") and value != "lo":
+                problems.append(f"streams.adios_xml: {streams.adios_xml}: {io_name} {key}={value}; "
+                                "a local run keeps traffic on loopback: set it to lo")
+    return problems
 
-    sim = config.simulation
-    try:
-        load_pdb(sim.pdb_file)
-        reference_ca_angstrom(sim.reference_pdb or sim.pdb_file)
-    except (StructureError, ValueError) as error:
-        return [f"simulation.pdb_file/reference_pdb: {error}"]
-    return []
+
+def _check_structures(config: RunConfig) -> list[str]:
+    from ddmd_stream.md.system import check_simulation_inputs
+
+    return check_simulation_inputs(config.simulation)
 
 
 def _preview_plan(config: RunConfig) -> TaskPlan:

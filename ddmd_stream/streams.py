@@ -31,6 +31,9 @@ from ddmd_stream.errors import InputError
 logger = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
+# Engines of the PyPI adios2 wheel (no MPI, DataMan, SSC or HDF5 there).
+AVAILABLE_ENGINES = {"sst", "bp5", "bp4", "bp3", "bpfile", "bp", "file", "filestream", "null",
+                     "nullcore", "inline"}
 FILE_ENGINES = {"bp5", "bp4", "bp3", "bpfile", "file", "filestream", "hdf5"}
 
 
@@ -71,7 +74,19 @@ def validate_xml(xml: Path, io_names: list[str]) -> str | None:
         engine = io.find("engine")
         if engine is None or not engine.get("type"):
             return f"{xml}: <io name='{io.get('name')}'> has no <engine type=...>"
+        if engine.get("type", "").lower() not in AVAILABLE_ENGINES:
+            return (f"{xml}: <io name='{io.get('name')}'> engine {engine.get('type')!r} is not in "
+                    f"this adios2 build; use one of SST, BP5, BP4, Null, Inline")
     return None
+
+
+def engine_parameters(xml: Path, io_name: str) -> dict[str, str]:
+    """The <parameter key=... value=...> pairs of `io_name`'s engine in `xml`."""
+    root = ElementTree.parse(xml).getroot()
+    for io in root.iter("io"):
+        if io.get("name") == io_name and io.find("engine") is not None:
+            return {p.get("key", ""): p.get("value", "") for p in io.find("engine").iter("parameter")}
+    return {}
 
 
 def declare_io(xml: Path, io_name: str):
@@ -126,6 +141,10 @@ class WriterInfo:
         tmp.write_text(json.dumps(self.__dict__))
         os.replace(tmp, self.sidecar(path))
 
+    def known_dead(self) -> bool:
+        """Certainly gone: a writer on this host whose process has ended."""
+        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+
     def alive(self, path: Path, liveness_timeout_s: float) -> bool:
         """Same host: is the pid running? Elsewhere: was the sidecar touched recently?"""
         if self.host == socket.gethostname():
@@ -168,6 +187,68 @@ def clean_stale_contact_files(folder: Path) -> list[Path]:
     if removed:
         logger.info("removed %d stale SST contact file(s) in %s", len(removed), folder)
     return removed
+
+
+# EVPath, under ADIOS2's SST, names each process's connection manager with
+# srand48(time(NULL) + getpid()); lrand48(). Two processes whose start second plus pid coincide
+# get the same name, and a reader connected to both mixes their connections up: one writer gets
+# the other's messages and dies of SIGSEGV. Processes that share a stream folder therefore make
+# sure their seeds differ before their first SST open.
+_evpath_seed: int | None = None
+SEED_REGISTRY = ".evpath-seeds"
+FOREIGN_SEED_HOLD_S = 86400.0  # a seed taken on another host is avoided for this long
+
+
+def reserve_evpath_seed(folder: Path) -> int:
+    """Make sure this process's EVPath seed (second + pid) is unique among live processes.
+
+    Registers the seed in `folder/.evpath-seeds/` and returns it; waits for the next second
+    when the current one's seed is taken (or too little of the second is left to open in it).
+    Call right before the first SST open of the process; later calls return at once.
+    """
+    global _evpath_seed
+    if _evpath_seed is not None:
+        return _evpath_seed
+    from filelock import FileLock
+
+    registry = Path(folder) / SEED_REGISTRY
+    registry.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        now = time.time()
+        if now % 1.0 > 0.5:  # the open must happen within the same second
+            time.sleep(1.0 - now % 1.0 + 0.01)
+            continue
+        seed = int(now) + os.getpid()
+        with FileLock(str(registry) + ".lock", timeout=60):
+            holder = registry / str(seed)
+            if not _seed_held(holder, me):
+                _prune_seeds(registry)
+                holder.write_text(me)
+                _evpath_seed = seed
+                return seed
+        logger.info("EVPath seed %d is taken; waiting for the next second", seed)
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
+def _seed_held(holder: Path, me: str) -> bool:
+    """Does a live process other than this one hold the seed file `holder`?"""
+    try:
+        host, pid = holder.read_text().split()
+        age = time.time() - holder.stat().st_mtime
+    except (OSError, ValueError):
+        return False
+    if f"{host} {pid}" == me:
+        return False
+    if host != socket.gethostname():
+        return age < FOREIGN_SEED_HOLD_S
+    return _pid_alive(int(pid))
+
+
+def _prune_seeds(registry: Path) -> None:
+    for holder in registry.iterdir():
+        if holder.is_file() and not _seed_held(holder, ""):
+            holder.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -233,6 +314,8 @@ class FrameWriter:
             f"no reader opened stream {self.path} ({self.engine_name}) within"
             f" {open_timeout_s:g} s; is its aggregator running? (streams.open_timeout_s)"
         )
+        if self.engine_name == "sst":
+            reserve_evpath_seed(self.path.parent)
         with open_deadline(open_timeout_s, message):
             self.engine = self.io.open(str(self.path), mode)
 
@@ -319,6 +402,8 @@ class FrameReader:
         self.ended = False
         self.steps_read = 0
         self.get_seconds = 0.0
+        if self.engine_name == "sst":
+            reserve_evpath_seed(self.path.parent)
         try:
             self.engine = self.io.open(str(self.path), _adios2().bindings.Mode.Read)
         except (RuntimeError, ValueError) as error:
@@ -445,6 +530,8 @@ class _Source:
     frames: int = 0
     ends: int = 0
     deaths: int = 0
+    reconnects: int = 0  # connection lost while the writer lived on (SST hiccup)
+    open_failures: int = 0
 
 
 @dataclass
@@ -479,14 +566,26 @@ class StreamPoller:
         info = stream_ready(source.path, self.engine)
         if info is None or info.token == source.finished_token:
             return
+        if not is_file_engine(self.engine) and info.known_dead():
+            # A contact file left by a dead writer: nobody to connect to. (A file stream is
+            # still opened: what its dead writer wrote can be read. A writer on another host
+            # cannot heartbeat while it waits in its open, so only a local pid is trusted.)
+            logger.warning("stream %d: writer (pid %d on %s) of %s is gone", source.key,
+                           info.pid, info.host, source.path)
+            source.finished_token = info.token
+            source.deaths += 1
+            return
         try:
             source.reader = FrameReader(
                 self.xml, self.io_name, source.path, self.open_timeout_s, self.liveness_timeout_s
             )
-            source.reader.writer = info
-            logger.info("stream %d opened: %s", source.key, source.path)
         except StreamError as error:
-            logger.warning("stream %d: %s (will retry)", source.key, error)
+            source.open_failures += 1
+            log = logger.warning if source.open_failures == 1 else logger.debug
+            log("stream %d: %s (will retry)", source.key, error)
+            return
+        source.reader.writer = info
+        logger.info("stream %d opened: %s", source.key, source.path)
 
     def _drain(self, source: _Source, limit: int = 64) -> Iterator[Batch]:
         reader = source.reader
@@ -494,6 +593,13 @@ class StreamPoller:
             try:
                 batch = reader.next(0.0)
             except WriterDied as error:
+                if self._writer_lives_on(source):
+                    logger.warning("stream %d: %s; its writer is alive: reconnecting",
+                                   source.key, error)
+                    source.reconnects += 1
+                    reader.close()
+                    source.reader = None
+                    return
                 logger.warning("stream %d: %s", source.key, error)
                 source.deaths += 1
                 self._retire(source)
@@ -508,6 +614,12 @@ class StreamPoller:
                 return
             source.frames += len(next(iter(batch.values()), ()))
             yield batch
+
+    def _writer_lives_on(self, source: _Source) -> bool:
+        """Is the writer this reader was connected to still running (a connection hiccup)?"""
+        known, current = source.reader.writer, WriterInfo.read(source.path)
+        return (known is not None and current is not None and current.token == known.token
+                and current.alive(source.path, self.liveness_timeout_s))
 
     def _retire(self, source: _Source) -> None:
         source.finished_token = source.reader.writer.token if source.reader.writer else None

@@ -176,7 +176,7 @@ def test_named_platform_unavailable_is_clear() -> None:
     names = {openmm.Platform.getPlatform(i).getName() for i in range(count)}
     if "CUDA" in names:
         pytest.skip("CUDA is available here")
-    with pytest.raises(ValueError, match="CUDA"):
+    with pytest.raises(StructureError, match="CUDA"):
         choose_platform(SimulationConfig(platform="CUDA"))
 
 

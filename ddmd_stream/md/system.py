@@ -94,8 +94,9 @@ def _get_platform(name: str) -> openmm.Platform:
     except Exception:
         count = openmm.Platform.getNumPlatforms()
         available = [openmm.Platform.getPlatform(i).getName() for i in range(count)]
-        raise ValueError(
-            f"OpenMM platform {name!r} is not available (available: {', '.join(available)})"
+        raise StructureError(
+            f"simulation.platform: OpenMM platform {name!r} is not available here "
+            f"(available: {', '.join(available)}); use auto or one of those"
         ) from None
 
 
@@ -180,6 +181,55 @@ def _prepare(
     return modeller, {"nonbondedMethod": app.PME, "nonbondedCutoff": cutoff}
 
 
+def load_forcefield(config: SimulationConfig) -> app.ForceField:
+    try:
+        return app.ForceField(*config.forcefield)
+    except Exception as error:
+        raise StructureError(
+            f"simulation.forcefield: cannot load {config.forcefield}: {error}"
+        ) from None
+
+
+def build_system(config: SimulationConfig, pdb: app.PDBFile) -> tuple[app.Modeller, openmm.System]:
+    """The (possibly solvated) model and its OpenMM System; StructureError when it cannot be built."""
+    forcefield = load_forcefield(config)
+    modeller, kwargs = _prepare(config, pdb, forcefield)
+    try:
+        system = forcefield.createSystem(
+            modeller.topology, constraints=CONSTRAINTS[config.constraints], **kwargs
+        )
+    except ValueError as error:
+        raise StructureError(
+            f"{config.pdb_file}: simulation.forcefield cannot parametrize the structure "
+            f"(missing hydrogens or unknown residues? try pdbfixer): {_first_line(error)}"
+        ) from None
+    return modeller, system
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def check_simulation_inputs(config: SimulationConfig) -> list[str]:
+    """Problems with the structures, force field and platform a run would use (empty: none)."""
+    try:
+        pdb = load_pdb(config.pdb_file)
+        reference_file = config.reference_pdb or config.pdb_file
+        reference = reference_ca_angstrom(reference_file)
+        n_ca = len(ca_indices(pdb.topology))
+        if len(reference) != n_ca:
+            return [f"simulation.reference_pdb: {reference_file} has {len(reference)} CA atoms but "
+                    f"{config.pdb_file} has {n_ca}; use a reference of the same protein"]
+        build_system(config, pdb)
+        if config.platform != "auto":
+            _get_platform(config.platform)
+    except StructureError as error:
+        return [str(error)]
+    except ValueError as error:
+        return [f"{config.pdb_file}: {error}"]
+    return []
+
+
 def _openmm_seed(seed: int) -> int:
     """OpenMM treats seed 0 as 'choose at random'; map every seed to a fixed non-zero int32."""
     return seed % (2**31 - 1) + 1
@@ -196,17 +246,7 @@ def build_simulation(
     `platform_name` overrides `config.platform`; `seed` makes the velocities and the Langevin
     noise reproducible.
     """
-    try:
-        forcefield = app.ForceField(*config.forcefield)
-    except Exception as error:
-        raise ValueError(f"cannot load force field {config.forcefield}: {error}") from None
-    modeller, kwargs = _prepare(config, pdb, forcefield)
-    try:
-        system = forcefield.createSystem(
-            modeller.topology, constraints=CONSTRAINTS[config.constraints], **kwargs
-        )
-    except ValueError as error:
-        raise StructureError(f"cannot build a system from the structure: {error}") from None
+    modeller, system = build_system(config, pdb)
 
     last_error: Exception | None = None
     for platform, properties in platform_candidates(config, platform_name):

@@ -80,7 +80,13 @@ def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = Tr
 
 def prepare(config: RunConfig, start: float | None = None) -> TaskPlan:
     """Run directory + plan for `config`; tasks must stop by start + workflow.duration_s."""
-    run = prepare_run_dir(config)
+    try:
+        run = prepare_run_dir(config)
+    except OSError as error:
+        raise ConfigError(
+            f"workflow.run_dir: cannot set up {config.workflow.run_dir}: {error.strerror or error} "
+            f"({error.filename or ''}); choose a writable folder with free space"
+        ) from None
     deadline = (start or time.time()) + config.workflow.duration_s
     return plan_tasks(config, run, deadline)
 

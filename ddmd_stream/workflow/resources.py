@@ -196,9 +196,24 @@ def _check_local(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
     return problems
 
 
+def known_resources() -> set[str]:
+    """Every SITE.MACHINE label that the installed RADICAL-Pilot has a config for."""
+    import radical.pilot as rp
+    import radical.utils as ru
+
+    labels = set()
+    for path in sorted((Path(rp.__file__).parent / "configs").glob("resource_*.json")):
+        site = path.stem.removeprefix("resource_")
+        labels.update(f"{site}.{machine}" for machine in ru.read_json(str(path)))
+    return labels
+
+
 def _check_hpc(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
     problems = []
     label = resources.resource
+    if label not in known_resources():
+        problems.append(f"resources.resource: RADICAL-Pilot knows no resource {label!r} "
+                        "(see radical/pilot/configs/resource_*.json, e.g. ornl.summit)")
     if "." not in label:
         problems.append(f"resources.resource: expected SITE.MACHINE like ornl.summit "
                         f"(got {label!r})")
