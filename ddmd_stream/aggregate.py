@@ -25,10 +25,20 @@ class Aggregator:
         streams = ctx.config.streams
         self.settings = ctx.config.aggregation
         paths = {sim_id: ctx.run.sim_stream(sim_id) for sim_id in ctx.members}
-        self.poller = StreamPoller(streams.adios_xml, streams.simulation_io, paths,
-                                   streams.open_timeout_s, streams.liveness_timeout_s)
-        self.store = FrameWriter(streams.adios_xml, streams.aggregator_io,
-                                 ctx.run.aggregator_store(ctx.index), streams.open_timeout_s, append=True)
+        self.poller = StreamPoller(
+            streams.adios_xml,
+            streams.simulation_io,
+            paths,
+            streams.open_timeout_s,
+            streams.liveness_timeout_s,
+        )
+        self.store = FrameWriter(
+            streams.adios_xml,
+            streams.aggregator_io,
+            ctx.run.aggregator_store(ctx.index),
+            streams.open_timeout_s,
+            append=True,
+        )
         self.pending: list[Batch] = []
         self.last_flush = time.monotonic()
         self.frames = 0
@@ -39,15 +49,21 @@ class Aggregator:
         try:
             while not self.ctx.should_stop():
                 got = self.poll_once()
-                backoff = MIN_BACKOFF_S if got else min(backoff * 2, self.settings.idle_backoff_max_s)
+                backoff = (
+                    MIN_BACKOFF_S if got else min(backoff * 2, self.settings.idle_backoff_max_s)
+                )
                 if not got:
                     time.sleep(backoff)
             self.drain()
         finally:
             self.poller.close()
             self.store.close()
-            self.ctx.events.event("aggregated", frames=self.frames, bytes=self.store.bytes_written,
-                                  put_s=self.store.put_seconds)
+            self.ctx.events.event(
+                "aggregated",
+                frames=self.frames,
+                bytes=self.store.bytes_written,
+                put_s=self.store.put_seconds,
+            )
 
     def drain(self, grace_s: float = DRAIN_GRACE_S) -> None:
         """After a stop: read until every open stream has ended (its simulation stopped too)."""

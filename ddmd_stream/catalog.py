@@ -69,13 +69,25 @@ class Catalog:
 # --------------------------------------------------------------------------- safe loading
 
 _ALLOWED = {
-    ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "int"), ("builtins", "float"), ("builtins", "str"),
-    ("builtins", "bytes"), ("builtins", "bool"), ("builtins", "complex"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "list"),
+    ("builtins", "dict"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "int"),
+    ("builtins", "float"),
+    ("builtins", "str"),
+    ("builtins", "bytes"),
+    ("builtins", "bool"),
+    ("builtins", "complex"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 }
 _NUMPY_DTYPE_CLASSES = ("numpy.dtypes",)
 
@@ -110,8 +122,10 @@ def _decode(path: Path, data: bytes) -> Catalog:
             f"{path}: corrupt or truncated catalog ({type(error).__name__}: {error})"
         ) from None
     if isinstance(payload, dict) and int(payload.get("format", FORMAT)) > FORMAT:
-        raise CatalogError(f"{path}: written by a newer ddmd_stream (format {payload['format']}, "
-                           f"this one reads {FORMAT}); upgrade ddmd_stream")
+        raise CatalogError(
+            f"{path}: written by a newer ddmd_stream (format {payload['format']}, "
+            f"this one reads {FORMAT}); upgrade ddmd_stream"
+        )
     if not isinstance(payload, dict) or not {"version", "records"} <= payload.keys():
         raise CatalogError(f"{path}: not a ddmd_stream catalog (missing version/records)")
     try:

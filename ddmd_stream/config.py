@@ -6,13 +6,21 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ddmd_stream.errors import InputError
 
@@ -36,19 +44,26 @@ class Section(BaseModel):
 
 
 class WorkflowConfig(Section):
-    run_dir: Path = Field(Path("runs/ddmd"), description="Run directory; everything of a run goes here.")
+    run_dir: Path = Field(
+        Path("runs/ddmd"), description="Run directory; everything of a run goes here."
+    )
     mode: Literal["streaming"] = Field("streaming", description="Workflow pattern.")
     engine: Literal["entk", "local"] = Field(
-        "entk", description="Task engine: RADICAL-EnTK (default) or plain subprocesses for debugging."
+        "entk",
+        description="Task engine: RADICAL-EnTK (default) or plain subprocesses for debugging.",
     )
-    duration_s: PositiveFloat = Field(600.0, description="Wall time of the run in seconds; tasks stop by then.")
+    duration_s: PositiveFloat = Field(
+        600.0, description="Wall time of the run in seconds; tasks stop by then."
+    )
     stop_min_rmsd_angstrom: float | None = Field(
         None, ge=0, description="Stop once any frame comes this close (RMSD, Å) to the reference."
     )
     stop_catalog_outliers: int | None = Field(
         None, ge=1, description="Stop once the outlier catalog holds this many records."
     )
-    heartbeat_s: PositiveFloat = Field(5.0, description="Seconds between task heartbeats (status.json).")
+    heartbeat_s: PositiveFloat = Field(
+        5.0, description="Seconds between task heartbeats (status.json)."
+    )
     max_task_restarts: int = Field(3, ge=0, le=100, description="Restarts allowed per failed task.")
     on_existing: Literal["refuse", "resume", "overwrite"] = Field(
         "refuse", description="What to do when run_dir already holds a run."
@@ -56,7 +71,9 @@ class WorkflowConfig(Section):
 
 
 class SimulationConfig(Section):
-    num_simulations: int = Field(2, ge=1, le=100_000, description="Number of concurrent simulations.")
+    num_simulations: int = Field(
+        2, ge=1, le=100_000, description="Number of concurrent simulations."
+    )
     pdb_file: Path = Field(DEFAULT_PDB, description="Starting structure (PDB).")
     reference_pdb: Path | None = Field(
         None, description="Folded reference for RMSD (Cα); defaults to pdb_file."
@@ -67,10 +84,12 @@ class SimulationConfig(Section):
         description="OpenMM force field XML files (built-in names or paths).",
     )
     solvent: Literal["implicit", "explicit", "vacuum"] = Field(
-        "implicit", description="Solvent model; implicit needs an implicit-solvent XML in forcefield."
+        "implicit",
+        description="Solvent model; implicit needs an implicit-solvent XML in forcefield.",
     )
     nonbonded_cutoff_nm: PositiveFloat | None = Field(
-        None, description="Nonbonded cutoff in nm; none = NoCutoff (implicit) / 1.0 nm PME (explicit)."
+        None,
+        description="Nonbonded cutoff in nm; none = NoCutoff (implicit) / 1.0 nm PME (explicit).",
     )
     constraints: Literal["none", "HBonds", "AllBonds", "HAngles"] = Field(
         "HBonds", description="Bond constraints."
@@ -78,7 +97,9 @@ class SimulationConfig(Section):
     temperature_k: PositiveFloat = Field(300.0, description="Langevin temperature (K).")
     friction_per_ps: PositiveFloat = Field(1.0, description="Langevin friction (1/ps).")
     timestep_fs: float = Field(2.0, gt=0, le=10, description="Integration time step (fs).")
-    report_interval_ps: PositiveFloat = Field(50.0, description="One streamed frame every this many ps.")
+    report_interval_ps: PositiveFloat = Field(
+        50.0, description="One streamed frame every this many ps."
+    )
     segment_length_ns: PositiveFloat = Field(
         10.0, description="Length of one segment (ns); after each, restart from the catalog."
     )
@@ -88,18 +109,27 @@ class SimulationConfig(Section):
     precision: Literal["single", "mixed", "double"] = Field(
         "mixed", description="Precision on CUDA/OpenCL."
     )
-    cpu_threads: int | None = Field(None, ge=1, description="Threads on the CPU platform (default: OpenMM's).")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Threads on the CPU platform (default: OpenMM's)."
+    )
     positions: Literal["ca", "all"] = Field("ca", description="Stream Cα or all-atom positions.")
-    stream_velocities: bool = Field(True, description="Stream velocities (for restarts that copy them).")
+    stream_velocities: bool = Field(
+        True, description="Stream velocities (for restarts that copy them)."
+    )
     contact_cutoff_angstrom: PositiveFloat = Field(8.0, description="Cα–Cα contact cutoff (Å).")
     restart_policy: Literal["random", "rank"] = Field(
         "random",
         description="Pick a random catalog entry, or the i-th lowest-RMSD entry for simulation i.",
     )
     velocity_copy_probability: float = Field(
-        0.0, ge=0, le=1, description="Chance of copying an outlier's velocities, else drawn at temperature."
+        0.0,
+        ge=0,
+        le=1,
+        description="Chance of copying an outlier's velocities, else drawn at temperature.",
     )
-    seed: int | None = Field(None, ge=0, description="Random seed (per simulation offset by its id).")
+    seed: int | None = Field(
+        None, ge=0, description="Random seed (per simulation offset by its id)."
+    )
 
     @property
     def steps_per_report(self) -> int:
@@ -111,19 +141,29 @@ class SimulationConfig(Section):
 
 
 class AggregationConfig(Section):
-    num_aggregators: int = Field(1, ge=1, description="Aggregators; simulations are split among them.")
+    num_aggregators: int = Field(
+        1, ge=1, description="Aggregators; simulations are split among them."
+    )
     flush_interval_s: PositiveFloat = Field(
         0.5, le=60, description="New frames become one BP step at least this often (s)."
     )
-    idle_backoff_max_s: PositiveFloat = Field(0.5, description="Longest sleep between polls when idle (s).")
+    idle_backoff_max_s: PositiveFloat = Field(
+        0.5, description="Longest sleep between polls when idle (s)."
+    )
 
 
 class CVAEConfig(Section):
     latent_dim: int = Field(10, ge=1, le=1024, description="Latent dimension.")
-    conv_filters: list[int] = Field([64, 64, 64, 64], min_length=1, description="Filters per Conv2D layer.")
-    conv_kernels: list[int] = Field([3, 3, 3, 3], min_length=1, description="Kernel size per layer.")
+    conv_filters: list[int] = Field(
+        [64, 64, 64, 64], min_length=1, description="Filters per Conv2D layer."
+    )
+    conv_kernels: list[int] = Field(
+        [3, 3, 3, 3], min_length=1, description="Kernel size per layer."
+    )
     conv_strides: list[int] = Field([1, 2, 1, 1], min_length=1, description="Stride per layer.")
-    dense_units: int = Field(128, ge=1, description="Units of the dense layer after the convolutions.")
+    dense_units: int = Field(
+        128, ge=1, description="Units of the dense layer after the convolutions."
+    )
     dropout: float = Field(0.25, ge=0, lt=1, description="Dropout after the dense layer.")
     learning_rate: PositiveFloat = Field(1e-3, description="RMSprop learning rate.")
     rho: float = Field(0.9, gt=0, lt=1, description="RMSprop rho.")
@@ -134,27 +174,136 @@ class CVAEConfig(Section):
 
     @model_validator(mode="after")
     def _layers_agree(self) -> CVAEConfig:
-        if not len(self.conv_filters) == len(self.conv_kernels) == len(self.conv_strides):
-            raise ValueError("conv_filters, conv_kernels and conv_strides must have the same length")
+        lengths = (len(self.conv_filters), len(self.conv_kernels), len(self.conv_strides))
+        if len(set(lengths)) != 1:
+            raise ValueError(
+                "conv_filters, conv_kernels and conv_strides must list one entry per layer "
+                f"(got {lengths[0]}, {lengths[1]} and {lengths[2]} entries)"
+            )
         return self
 
 
+class AAEConfig(Section):
+    """3D adversarial autoencoder (3dAAE) on Cα point clouds; defaults as in DeepDriveMD/mdlearn."""
+
+    latent_dim: int = Field(16, ge=1, le=1024, description="Latent dimension.")
+    point_indices: list[int] | None = Field(
+        None,
+        description="Indices of the streamed positions used as points "
+        "(default: all, i.e. every Cα).",
+    )
+    encoder_filters: list[int] = Field(
+        [64, 128, 256, 256, 512],
+        min_length=2,
+        description="Filters per Conv1D layer (over points).",
+    )
+    encoder_kernels: list[int] = Field(
+        [5, 5, 3, 1, 1], min_length=2, description="Kernel size per Conv1D layer."
+    )
+    encoder_padding: Literal["same", "valid"] = Field(
+        "same", description="Conv1D padding; `valid` needs at least sum(kernels - 1) + 1 points."
+    )
+    encoder_relu_slope: float = Field(
+        0.0, ge=0, lt=1, description="LeakyReLU slope in the encoder (0 = ReLU)."
+    )
+    variational: bool = Field(
+        True,
+        description="Encoder samples z ~ N(mean, var) while training (encoding uses the mean).",
+    )
+    logvar_clip: PositiveFloat = Field(
+        10.0, description="Encoder log-variance is clamped to ±this."
+    )
+    decoder_widths: list[int] = Field(
+        [64, 128, 512, 1024],
+        min_length=1,
+        description="Dense widths of the decoder (then N×3 outputs).",
+    )
+    decoder_relu_slope: float = Field(
+        0.0, ge=0, lt=1, description="LeakyReLU slope in the decoder (0 = ReLU)."
+    )
+    discriminator_widths: list[int] = Field(
+        [512, 128, 64],
+        min_length=1,
+        description="Dense widths of the latent discriminator (then 1 output).",
+    )
+    discriminator_relu_slope: float = Field(
+        0.0, ge=0, lt=1, description="LeakyReLU slope in the discriminator (0 = ReLU)."
+    )
+    noise_mu: float = Field(0.0, description="Mean of the Gaussian prior on the latent space.")
+    noise_std: PositiveFloat = Field(1.0, description="Standard deviation of the Gaussian prior.")
+    lambda_rec: float = Field(0.5, ge=0, description="Weight of the Chamfer reconstruction loss.")
+    lambda_gp: float = Field(10.0, ge=0, description="Weight of the WGAN gradient penalty.")
+    learning_rate: PositiveFloat = Field(
+        1e-4, description="Adam learning rate of encoder + decoder."
+    )
+    discriminator_learning_rate: PositiveFloat = Field(
+        1e-4, description="Adam learning rate of the discriminator."
+    )
+    beta_1: float = Field(0.9, gt=0, lt=1, description="Adam beta_1 (both optimizers).")
+    beta_2: float = Field(0.999, gt=0, lt=1, description="Adam beta_2 (both optimizers).")
+    min_scale_angstrom: PositiveFloat = Field(
+        1e-3, description="Floor of the input scale (RMS radius of the clouds seen, Å)."
+    )
+
+    @model_validator(mode="after")
+    def _layers_agree(self) -> AAEConfig:
+        if len(self.encoder_filters) != len(self.encoder_kernels):
+            raise ValueError("encoder_filters and encoder_kernels must have the same length")
+        if self.point_indices is not None and (
+            not self.point_indices
+            or min(self.point_indices) < 0
+            or len(set(self.point_indices)) != len(self.point_indices)
+        ):
+            raise ValueError("point_indices must be distinct indices >= 0 (or null for all points)")
+        return self
+
+
+ModelName = Literal["cvae", "aae"]
+
+
 class TrainingConfig(Section):
-    model: CVAEConfig = Field(default_factory=CVAEConfig, description="CVAE hyperparameters.")
-    max_samples: int = Field(80_000, ge=1, description="Window of most recent contact maps kept.")
+    model: ModelName = Field(
+        "cvae", description="Model: cvae (contact maps) or aae (3dAAE on Cα point clouds)."
+    )
+    cvae: CVAEConfig = Field(default_factory=CVAEConfig, description="CVAE hyperparameters.")
+    aae: AAEConfig = Field(default_factory=AAEConfig, description="3dAAE hyperparameters.")
+    max_samples: int = Field(80_000, ge=1, description="Window of most recent frames kept.")
     min_samples: int = Field(100, ge=1, description="Samples needed before the first round.")
     epochs: int = Field(10, ge=1, description="Epochs per training round.")
     batch_size: int = Field(32, ge=1, description="Mini-batch size.")
     validation_split: float = Field(0.2, gt=0, lt=1, description="Share of the window held out.")
     round_interval_s: float = Field(0.0, ge=0, description="Least time between round starts (s).")
-    keep_models: int = Field(5, ge=1, description="Published model versions kept on disk (older pruned).")
+    keep_models: int = Field(
+        5, ge=1, description="Published model versions kept on disk (older pruned)."
+    )
     seed: int | None = Field(None, ge=0, description="Random seed.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_model_section(cls, data: Any) -> Any:
+        """Older configs had the CVAE hyperparameters under `model`; they now live under `cvae`."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            if "cvae" in data:
+                raise ValueError(
+                    "give the CVAE hyperparameters under `cvae` only (`model` is cvae | aae)"
+                )
+            data = {**data, "cvae": data["model"], "model": "cvae"}
+        return data
+
+    @property
+    def model_settings(self) -> CVAEConfig | AAEConfig:
+        """The hyperparameters of the selected model (`cvae` or `aae` section)."""
+        return self.cvae if self.model == "cvae" else self.aae
 
 
 class AgentConfig(Section):
     max_samples: int = Field(80_000, ge=1, description="Most recent frames examined per cycle.")
     min_samples: int = Field(20, ge=1, description="Frames needed before a cycle runs.")
-    detector: Literal["dbscan", "lof"] = Field("dbscan", description="Outlier detector in latent space.")
+    detector: Literal["auto", "dbscan", "lof"] = Field(
+        "auto",
+        description="Outlier detector in latent space; "
+        "auto = the model's own (CVAE: dbscan, 3dAAE: lof).",
+    )
     eps: PositiveFloat = Field(0.2, description="Initial DBSCAN eps (adapted between cycles).")
     dbscan_min_samples: int = Field(10, ge=1, description="DBSCAN min_samples.")
     outlier_band: tuple[int, int] = Field(
@@ -163,28 +312,39 @@ class AgentConfig(Section):
     eps_factor: float = Field(1.25, gt=1, description="Multiplicative eps step when out of band.")
     lof_neighbors: int = Field(20, ge=1, description="LOF n_neighbors.")
     n_outliers: int = Field(500, ge=1, description="Top outliers published per cycle.")
-    ranking: Literal["rmsd", "score", "random"] = Field("rmsd", description="How outliers are ranked.")
+    ranking: Literal["rmsd", "score", "random"] = Field(
+        "rmsd", description="How outliers are ranked."
+    )
     encode_batch_size: int = Field(1024, ge=1, description="Batch size for encoding.")
     cycle_interval_s: float = Field(5.0, ge=0, description="Least time between cycle starts (s).")
     seed: int | None = Field(None, ge=0, description="Random seed (random ranking).")
 
-    @model_validator(mode="after")
-    def _band_ordered(self) -> AgentConfig:
-        low, high = self.outlier_band
+    @field_validator("outlier_band")
+    @classmethod
+    def _band_ordered(cls, band: tuple[int, int]) -> tuple[int, int]:
+        low, high = band
         if not 0 <= low <= high:
-            raise ValueError("outlier_band must be [low, high] with 0 <= low <= high")
-        return self
+            raise ValueError("must be [low, high] with 0 <= low <= high")
+        return band
 
 
 class StreamsConfig(Section):
     adios_xml: Path | None = Field(
-        None, description=f"ADIOS2 XML with the IOs below; default: the repository's {DEFAULT_XML_NAME}."
+        None,
+        description=f"ADIOS2 XML with the IOs below; default: the repository's {DEFAULT_XML_NAME}.",
     )
-    simulation_io: str = Field("SimulationOutput", min_length=1, description="IO: simulation → aggregator.")
-    aggregator_io: str = Field("AggregatorOutput", min_length=1, description="IO: aggregator → store.")
-    open_timeout_s: PositiveFloat = Field(120.0, description="Longest wait for a stream's peer to open.")
+    simulation_io: str = Field(
+        "SimulationOutput", min_length=1, description="IO: simulation → aggregator."
+    )
+    aggregator_io: str = Field(
+        "AggregatorOutput", min_length=1, description="IO: aggregator → store."
+    )
+    open_timeout_s: PositiveFloat = Field(
+        120.0, description="Longest wait for a stream's peer to open."
+    )
     liveness_timeout_s: PositiveFloat = Field(
-        30.0, description="A file stream whose writer's heartbeat is older than this is taken as dead."
+        30.0,
+        description="A file stream whose writer's heartbeat is older than this is taken as dead.",
     )
     node_local_path: Path | None = Field(
         None, description="Node-local scratch for SST contact files (default: the run directory)."
@@ -192,14 +352,18 @@ class StreamsConfig(Section):
 
 
 class ResourcesConfig(Section):
-    resource: str = Field("local.localhost", min_length=1, description="RADICAL-Pilot resource label.")
+    resource: str = Field(
+        "local.localhost", min_length=1, description="RADICAL-Pilot resource label."
+    )
     access_schema: str = Field("local", description="RADICAL-Pilot access schema.")
     project: str | None = Field(None, description="Allocation/account to charge.")
     queue: str | None = Field(None, description="Batch queue/partition.")
     walltime_min: int = Field(30, ge=1, description="Pilot wall time (minutes).")
     nodes: int = Field(1, ge=1, description="Nodes for the pilot.")
     cores_per_node: int | None = Field(
-        None, ge=1, description="Cores per node RADICAL may use (local default: enough for all tasks)."
+        None,
+        ge=1,
+        description="Cores per node RADICAL may use (local default: enough for all tasks).",
     )
     gpus_per_node: int = Field(0, ge=0, description="GPUs per node.")
     sim_cpus: int = Field(1, ge=1, description="CPU cores per simulation task.")
@@ -209,30 +373,46 @@ class ResourcesConfig(Section):
     trainer_gpus: int = Field(0, ge=0, description="GPUs of the trainer.")
     agent_cpus: int = Field(1, ge=1, description="CPU cores of the agent.")
     agent_gpus: int = Field(0, ge=0, description="GPUs of the agent.")
-    network_interface: str = Field("lo", min_length=1, description="Interface for RADICAL and ADIOS traffic.")
+    network_interface: str = Field(
+        "lo", min_length=1, description="Interface for RADICAL and ADIOS traffic."
+    )
 
 
 class RunConfig(Section):
-    workflow: WorkflowConfig = Field(default_factory=WorkflowConfig, description="Run-wide settings.")
-    simulation: SimulationConfig = Field(default_factory=SimulationConfig, description="MD settings.")
-    aggregation: AggregationConfig = Field(default_factory=AggregationConfig, description="Aggregators.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="CVAE trainer.")
+    workflow: WorkflowConfig = Field(
+        default_factory=WorkflowConfig, description="Run-wide settings."
+    )
+    simulation: SimulationConfig = Field(
+        default_factory=SimulationConfig, description="MD settings."
+    )
+    aggregation: AggregationConfig = Field(
+        default_factory=AggregationConfig, description="Aggregators."
+    )
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Model trainer.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Outlier agent.")
     streams: StreamsConfig = Field(default_factory=StreamsConfig, description="ADIOS2 streams.")
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Where tasks run.")
+    resources: ResourcesConfig = Field(
+        default_factory=ResourcesConfig, description="Where tasks run."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        if self.aggregation.num_aggregators > self.simulation.num_simulations:
+        aggregators, simulations = (
+            self.aggregation.num_aggregators,
+            self.simulation.num_simulations,
+        )
+        if aggregators > simulations:
             raise ValueError(
-                "aggregation.num_aggregators must not exceed simulation.num_simulations"
+                f"aggregation.num_aggregators: {aggregators} is more than "
+                f"simulation.num_simulations ({simulations}); each aggregator needs a simulation"
             )
         if self.simulation.solvent == "implicit" and not any(
             "obc" in f or "gbn" in f or "implicit" in f for f in self.simulation.forcefield
         ):
             raise ValueError(
-                "simulation.solvent is implicit but simulation.forcefield has no implicit-solvent XML "
-                "(add e.g. amber99_obc.xml, or set solvent: vacuum)"
+                f"simulation.forcefield: {self.simulation.forcefield} has no implicit-solvent XML "
+                "but simulation.solvent is implicit (add e.g. amber99_obc.xml, or set "
+                "simulation.solvent: vacuum)"
             )
         return self
 
@@ -249,13 +429,34 @@ def default_adios_xml() -> Path:
     return repository_root() / DEFAULT_XML_NAME
 
 
+def _section_model(loc: tuple) -> type[BaseModel]:
+    """The model of the section that holds the key at `loc`."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
+
+
 def _describe_error(err: dict[str, Any]) -> str:
-    location = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = tuple(err["loc"])
+    location = ".".join(str(p) for p in loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        return f"{location}: unknown key (check the spelling; see `python -m ddmd_stream.config schema`)"
+        allowed = list(_section_model(loc).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{location}: unknown key; {hint}allowed: {', '.join(allowed)}"
+    if not loc:  # checks across sections name their fields themselves
+        return message
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    if err["type"] == "model_type":  # a section given as something other than a mapping
+        section = _section_model((*loc, "")).__name__
+        message = f"must be a mapping of {section} fields"
     return f"{location}: {message}{shown}"
 
 
@@ -270,21 +471,39 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             _resolve_paths(value, base)
-        elif isinstance(value, Path) and not value.is_absolute():
-            object.__setattr__(model, name, (base / value).resolve())
+        elif isinstance(value, Path):
+            object.__setattr__(model, name, (base / value.expanduser()).resolve())
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "<config>", base: Path | None = None) -> RunConfig:
+def _resolve_forcefields(simulation: SimulationConfig, base: Path) -> None:
+    """Force field entries that name files beside the YAML become absolute paths.
+
+    Other entries are OpenMM's built-in names (amber99sbildn.xml, ...) and stay as they are.
+    """
+    resolved = []
+    for entry in simulation.forcefield:
+        candidate = base / Path(entry).expanduser()
+        resolved.append(str(candidate.resolve()) if candidate.is_file() else entry)
+    object.__setattr__(simulation, "forcefield", resolved)
+
+
+def parse_config(
+    data: dict[str, Any] | None, source: str = "<config>", base: Path | None = None
+) -> RunConfig:
     """Validate a config mapping; relative paths resolve against `base`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of sections "
+            f"({', '.join(RunConfig.model_fields)}), got {type(data).__name__}"
+        )
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(format_validation_error(source, error)) from None
     _resolve_paths(config, base or Path.cwd())
+    _resolve_forcefields(config.simulation, base or Path.cwd())
     if config.streams.adios_xml is None:
         object.__setattr__(config.streams, "adios_xml", default_adios_xml())
     return config
@@ -297,6 +516,8 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: config file not found (give the path of a YAML file)")
     try:
         data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -309,7 +530,10 @@ def check_inputs(config: RunConfig) -> list[str]:
     """Problems with files the config names (missing PDBs, XML); empty when all is well."""
     problems = []
     sim = config.simulation
-    for field, path in (("simulation.pdb_file", sim.pdb_file), ("simulation.reference_pdb", sim.reference_pdb)):
+    for field, path in (
+        ("simulation.pdb_file", sim.pdb_file),
+        ("simulation.reference_pdb", sim.reference_pdb),
+    ):
         if path is not None and not path.is_file():
             problems.append(f"{field}: file not found: {path}")
     xml = config.streams.adios_xml
@@ -341,18 +565,22 @@ def _example_lines(model: type[BaseModel], indent: int) -> list[str]:
             lines.extend(_example_lines(annotation, indent + 1))
             continue
         default = field.get_default(call_default_factory=True)
+        if default == DEFAULT_PDB:  # machine-specific: shown, but left to the default
+            lines.append(f"{pad}# {name}: <packaged {DEFAULT_PDB.name}>  # {field.description}")
+            continue
         if isinstance(default, Path):
-            default = str(default) if name != "pdb_file" else "<packaged fs-peptide.pdb>"
+            default = str(default)
         if isinstance(default, tuple):
             default = list(default)
-        value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-        lines.append(f"{pad}{name}: {value}  # {field.description}")
+        value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...")
+        lines.append(f"{pad}{name}: {value.strip()}  # {field.description}")
     return lines
 
 
 def example_yaml() -> str:
     """A documented example config with every field at its default."""
-    return "\n".join(["# ddmd_stream run configuration (all defaults)", *_example_lines(RunConfig, 0)]) + "\n"
+    header = "# ddmd_stream run configuration (all defaults)"
+    return "\n".join([header, *_example_lines(RunConfig, 0)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,15 +28,22 @@ STOP_GRACE_S = 60.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ddmd_stream.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ddmd_stream.launch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("config", type=Path, help="run configuration (YAML)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="validate everything and exit")
     mode.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
     existing = parser.add_mutually_exclusive_group()
-    existing.add_argument("--resume", action="store_true", help="continue in an existing run directory")
-    existing.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    existing.add_argument(
+        "--resume", action="store_true", help="continue in an existing run directory"
+    )
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run directory"
+    )
     parser.add_argument("--engine", choices=["entk", "local"], help="override workflow.engine")
     parser.add_argument("--run-dir", type=Path, help="override workflow.run_dir")
     parser.add_argument("--duration", type=float, help="override workflow.duration_s (seconds)")
@@ -82,9 +89,14 @@ def _check_loopback(config: RunConfig) -> list[str]:
     problems = []
     for io_name in (streams.simulation_io, streams.aggregator_io):
         for key, value in engine_parameters(streams.adios_xml, io_name).items():
-            if key.lower() in ("networkinterface", "controlinterface", "datainterface") and value != "lo":
-                problems.append(f"streams.adios_xml: {streams.adios_xml}: {io_name} {key}={value}; "
-                                "a local run keeps traffic on loopback: set it to lo")
+            if (
+                key.lower() in ("networkinterface", "controlinterface", "datainterface")
+                and value != "lo"
+            ):
+                problems.append(
+                    f"streams.adios_xml: {streams.adios_xml}: {io_name} {key}={value}; "
+                    "a local run keeps traffic on loopback: set it to lo"
+                )
     return problems
 
 
@@ -105,15 +117,20 @@ def print_plan(plan: TaskPlan, config: RunConfig) -> None:
     run = RunDir(plan.run_dir, config.streams.node_local_path)
     print(f"run directory : {run.root}")
     print(f"engine        : {config.workflow.engine} on {config.resources.resource}")
-    print(f"ADIOS XML     : {config.streams.adios_xml} ({config.streams.simulation_io} → "
-          f"{config.streams.aggregator_io})")
+    print(
+        f"ADIOS XML     : {config.streams.adios_xml} ({config.streams.simulation_io} → "
+        f"{config.streams.aggregator_io})"
+    )
     print(f"tasks         : {len(plan.tasks)} ({plan.total_cpus} cores, {plan.total_gpus} GPUs)")
     for task in plan.tasks:
         members = ""
         if task.role == "aggregator":
             store = run.aggregator_store(task.index)
             members = f" → {store}"
-        print(f"  {task.name:16s} cpus={task.cpus} gpus={task.gpus}  {' '.join(task.arguments)}{members}")
+        print(
+            f"  {task.name:16s} cpus={task.cpus} gpus={task.gpus}  "
+            f"{' '.join(task.arguments)}{members}"
+        )
 
 
 def _install_stop_handlers(run: RunDir) -> None:
@@ -139,7 +156,9 @@ def execute(config: RunConfig) -> int:
     _install_stop_handlers(run)
     monitor = Monitor(run, config, started, deadline)
     monitor.start()
-    logger.info("run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine)
+    logger.info(
+        "run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine
+    )
     try:
         states = run_engine(config, plan)
     finally:
@@ -148,8 +167,11 @@ def execute(config: RunConfig) -> int:
         if killed:
             logger.warning("killed %d leftover process(es): %s", len(killed), killed)
     failed = {name: state for name, state in states.items() if state != "DONE"}
-    logger.info("run finished in %.0f s; %s", time.time() - started,
-                f"tasks not done: {failed}" if failed else "all tasks done")
+    logger.info(
+        "run finished in %.0f s; %s",
+        time.time() - started,
+        f"tasks not done: {failed}" if failed else "all tasks done",
+    )
     return 1 if failed else 0
 
 
@@ -170,8 +192,10 @@ def run_engine(config: RunConfig, plan: TaskPlan) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("DDMD_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DDMD_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         config = apply_overrides(load_config(args.config), args)
         problems = check_everything(config)

@@ -77,5 +77,11 @@ class RunDir:
         return self.root / "report"
 
     def create(self) -> None:
-        for path in (self.tasks_dir, self.stream_dir, self.sst_dir, self.model_dir, self.catalog_dir):
+        for path in (
+            self.tasks_dir,
+            self.stream_dir,
+            self.sst_dir,
+            self.model_dir,
+            self.catalog_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)

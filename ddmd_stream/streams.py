@@ -84,8 +84,9 @@ def engine_parameters(xml: Path, io_name: str) -> dict[str, str]:
     """The <parameter key=... value=...> pairs of `io_name`'s engine in `xml`."""
     root = ElementTree.parse(xml).getroot()
     for io in root.iter("io"):
-        if io.get("name") == io_name and io.find("engine") is not None:
-            return {p.get("key", ""): p.get("value", "") for p in io.find("engine").iter("parameter")}
+        engine = io.find("engine")
+        if io.get("name") == io_name and engine is not None:
+            return {p.get("key", ""): p.get("value", "") for p in engine.iter("parameter")}
     return {}
 
 

@@ -7,6 +7,7 @@ and returns when `ctx.should_stop()` says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -42,20 +43,32 @@ class TaskFile:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"role": self.role, "index": self.index, "run_dir": str(self.run_dir),
-                "deadline": self.deadline, "members": list(self.members)}
+        data = {
+            "role": self.role,
+            "index": self.index,
+            "run_dir": str(self.run_dir),
+            "deadline": self.deadline,
+            "members": list(self.members),
+        }
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
     @classmethod
     def load(cls, path: Path) -> TaskFile:
         try:
             data = yaml.safe_load(Path(path).read_text())
-            return cls(data["role"], int(data["index"]), Path(data["run_dir"]), float(data["deadline"]),
-                       [int(m) for m in data.get("members") or []])
+            return cls(
+                data["role"],
+                int(data["index"]),
+                Path(data["run_dir"]),
+                float(data["deadline"]),
+                [int(m) for m in data.get("members") or []],
+            )
         except FileNotFoundError:
             raise ConfigError(f"{path}: task file not found") from None
         except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"{path}: not a valid task file ({type(error).__name__}: {error})") from None
+            raise ConfigError(
+                f"{path}: not a valid task file ({type(error).__name__}: {error})"
+            ) from None
 
 
 class TaskContext:
@@ -120,10 +133,8 @@ class TaskContext:
 
 def _setup_logging(log_file: Path) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    try:
+    with contextlib.suppress(OSError):  # unwritable task dir: log to stderr only
         handlers.append(logging.FileHandler(log_file))
-    except OSError:
-        pass
     logging.basicConfig(
         level=os.environ.get("DDMD_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -153,7 +164,9 @@ def open_context(role: str, task_path: Path) -> TaskContext:
 def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | None = None) -> int:
     """Parse `-c TASK.yaml`, set up the task, run `main(ctx)`; one clear line on bad input."""
     parser = argparse.ArgumentParser(prog=f"python -m ddmd_stream.{role}")
-    parser.add_argument("-c", "--config", type=Path, required=True, help="task YAML written by the launcher")
+    parser.add_argument(
+        "-c", "--config", type=Path, required=True, help="task YAML written by the launcher"
+    )
     args = parser.parse_args(argv)
     try:
         ctx = open_context(role, args.config)

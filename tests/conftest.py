@@ -21,7 +21,9 @@ SST_XML = REPO / "adios_xml" / "sst.xml"
 BP5_XML = REPO / "adios_xml" / "bp5.xml"
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.1) -> bool:
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.1
+) -> bool:
     """Poll `predicate` until it is true (True) or `timeout_s` passed (False)."""
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -47,10 +49,20 @@ def make_config(tmp_path: Path) -> Callable[..., Any]:
     from ddmd_stream.config import parse_config
 
     base = {
-        "workflow": {"run_dir": str(tmp_path / "run"), "engine": "local", "duration_s": 30,
-                     "heartbeat_s": 1.0},
-        "simulation": {"num_simulations": 2, "platform": "CPU", "cpu_threads": 1,
-                       "report_interval_ps": 0.5, "segment_length_ns": 0.005, "seed": 1},
+        "workflow": {
+            "run_dir": str(tmp_path / "run"),
+            "engine": "local",
+            "duration_s": 30,
+            "heartbeat_s": 1.0,
+        },
+        "simulation": {
+            "num_simulations": 2,
+            "platform": "CPU",
+            "cpu_threads": 1,
+            "report_interval_ps": 0.5,
+            "segment_length_ns": 0.005,
+            "seed": 1,
+        },
         "streams": {"adios_xml": str(SST_XML), "open_timeout_s": 60, "liveness_timeout_s": 5},
     }
 

@@ -107,18 +107,23 @@ def test_restart_from_catalog_entry(make_config, tmp_path: Path) -> None:
     positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer).astype(np.float32)
     shifted = positions + np.float32(0.05)
     velocities = np.full_like(positions, 0.1)
-    OutlierCatalog(run.catalog_file).publish([
-        OutlierRecord(sim_id=1, step=500, positions=shifted, rmsd=1.5, velocities=velocities),
-        OutlierRecord(sim_id=1, step=900, positions=positions, rmsd=3.0, velocities=velocities),
-    ])
+    OutlierCatalog(run.catalog_file).publish(
+        [
+            OutlierRecord(sim_id=1, step=500, positions=shifted, rmsd=1.5, velocities=velocities),
+            OutlierRecord(sim_id=1, step=900, positions=positions, rmsd=3.0, velocities=velocities),
+        ]
+    )
     record = sim.restart(segment=1)
     assert record is not None and record.step == 500  # rank policy: lowest RMSD for sim 0
     after = sim.simulation.context.getState(getPositions=True, getVelocities=True)
-    np.testing.assert_allclose(after.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
-                               shifted, atol=1e-6)
+    np.testing.assert_allclose(
+        after.getPositions(asNumpy=True).value_in_unit(unit.nanometer), shifted, atol=1e-6
+    )
     np.testing.assert_allclose(
         after.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
-        velocities, atol=1e-6)
+        velocities,
+        atol=1e-6,
+    )
     ctx.events.flush()
     restarts = [e for e in read_run_events(run.root) if e["event"] == "restart"]
     assert restarts and restarts[0]["source_step"] == 500

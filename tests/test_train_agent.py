@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -19,24 +20,38 @@ from ddmd_stream.workflow.prepare import prepare_run_dir
 N_RES, N_ATOMS = 12, 30
 TINY = {
     "training": {"min_samples": 20, "epochs": 2, "batch_size": 16, "seed": 3,
-                 "model": {"conv_filters": [8, 8], "conv_kernels": [3, 3], "conv_strides": [1, 2],
-                           "dense_units": 16, "latent_dim": 3}},
+                 "cvae": {"conv_filters": [8, 8], "conv_kernels": [3, 3], "conv_strides": [1, 2],
+                          "dense_units": 16, "latent_dim": 3},
+                 "aae": {"encoder_filters": [16, 32, 32], "encoder_kernels": [3, 3, 1],
+                         "decoder_widths": [32, 64], "discriminator_widths": [32, 16],
+                         "latent_dim": 4, "learning_rate": 1e-3,
+                         "discriminator_learning_rate": 1e-3}},
     "agent": {"min_samples": 20, "outlier_band": [3, 10], "n_outliers": 5, "eps": 0.5,
               "dbscan_min_samples": 4, "seed": 3},
 }
 
 
 def synthetic_frames(count: int, start: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Band-diagonal contact maps of varying width with matching ids and coordinates."""
+    """Band-diagonal contact maps of varying width with matching ids and coordinates.
+
+    `positions` are Cα clouds (Å): noisy helices, random coils for the planted oddities.
+    """
     widths = rng.integers(1, 4, size=count)
     index = np.arange(N_RES)
-    maps = np.stack([(np.abs(index[:, None] - index[None, :]) <= w).astype(np.uint8) for w in widths])
+    offsets = np.abs(index[:, None] - index[None, :])
+    maps = np.stack([(offsets <= w).astype(np.uint8) for w in widths])
     noise = rng.random(maps.shape) < 0.03
     maps = np.where(noise, 1 - maps, maps).astype(np.uint8)
     odd = rng.choice(count, size=max(1, count // 12), replace=False)
     maps[odd] = (rng.random((len(odd), N_RES, N_RES)) < 0.5).astype(np.uint8)  # planted oddities
+    turn = np.deg2rad(100.0) * np.arange(N_RES)
+    helix = np.stack([2.3 * np.cos(turn), 2.3 * np.sin(turn), 1.5 * np.arange(N_RES)], axis=-1)
+    positions = helix + rng.normal(scale=0.3, size=(count, N_RES, 3))
+    positions[odd] = np.cumsum(rng.normal(scale=2.2, size=(len(odd), N_RES, 3)), axis=1)
+    positions += rng.normal(scale=5.0, size=(count, 1, 3))  # the clouds drift about
     return {
         "contact_map": maps,
+        "positions": positions.astype(np.float32),
         "rmsd": rng.uniform(0.5, 8.0, size=count).astype(np.float32),
         "sim_id": (np.arange(start, start + count) % 3).astype(np.int64),
         "step": np.arange(start, start + count, dtype=np.int64) * 100,
@@ -103,7 +118,8 @@ def test_trainer_publishes_best_model(run_with_store) -> None:
     for _ in range(3):
         trainer.train_round()
     published = latest_version(run.model_dir)[0]
-    assert read_meta(latest_version(run.model_dir)[1])["val_loss"] <= meta["val_loss"] or published == 1
+    newest = read_meta(latest_version(run.model_dir)[1])
+    assert newest["val_loss"] <= meta["val_loss"] or published == 1
 
 
 def test_agent_publishes_outliers_ranked_by_rmsd(run_with_store) -> None:
@@ -153,3 +169,38 @@ def test_agent_survives_broken_model(run_with_store) -> None:
     (run.model_dir / "LATEST").write_text("v0001")
     agent = Agent(context(config, run, "agent"))
     assert agent.cycle() is False  # logged, retried later, no exception
+
+
+def test_aae_model_switch_trains_and_agent_publishes(make_config) -> None:
+    """`training.model: aae` is the only change: the 3dAAE learns positions, LOF finds outliers."""
+    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.ml.train import Trainer
+
+    config = make_config(**{**TINY, "training": {**TINY["training"], "model": "aae"}})
+    run = prepare_run_dir(config)
+    frames = synthetic_frames(80, 0, np.random.default_rng(5))
+    writer = FrameWriter(run.adios_xml, config.streams.aggregator_io, run.aggregator_store(0))
+    try:
+        writer.write(frames)
+        trainer = Trainer(context(config, run, "trainer"))
+        assert trainer.window.variables == ["positions"]
+        trainer.window.update()
+        assert trainer.train_round() == 1
+        version, path = latest_version(run.model_dir)
+        meta = read_meta(path)
+        assert meta["model"] == "aae" and np.isfinite(meta["val_loss"])
+        saved = json.loads((path / "model.json").read_text())
+        assert saved["format"] == "ddmd_stream.aae" and saved["num_points"] == N_RES
+        assert saved["input_preparation"]["scale"] > 1.0  # Å; helices have a radius of several Å
+
+        agent = Agent(context(config, run, "agent"))
+        assert "positions" in agent.window.variables and "contact_map" not in agent.window.variables
+        assert agent.detector.name == "lof"  # detector: auto → the 3dAAE's preferred detector
+        assert agent.cycle()
+        assert agent.model is not None and agent.model.input_field == "positions"
+        catalog = OutlierCatalog(run.catalog_file).load()
+        assert catalog.version == 1
+        assert 1 <= len(catalog.records) <= config.agent.n_outliers
+        assert all(record.model_version == version for record in catalog.records)
+    finally:
+        writer.close()

@@ -1,4 +1,4 @@
-"""The simulation task: segments of OpenMM MD streaming frames, restarts from the outlier catalog."""
+"""Simulation task: segments of OpenMM MD that stream frames; restarts from the outlier catalog."""
 
 from __future__ import annotations
 
@@ -69,8 +69,12 @@ class StreamingSimulation:
 
     def open_stream(self) -> None:
         streams = self.ctx.config.streams
-        self.writer = FrameWriter(streams.adios_xml, streams.simulation_io,
-                                  self.ctx.run.sim_stream(self.sim_id), streams.open_timeout_s)
+        self.writer = FrameWriter(
+            streams.adios_xml,
+            streams.simulation_io,
+            self.ctx.run.sim_stream(self.sim_id),
+            streams.open_timeout_s,
+        )
 
     def run(self) -> None:
         self.open_stream()
@@ -83,8 +87,9 @@ class StreamingSimulation:
                     self.restart(segment)
         finally:
             self.writer.close()
-            self.ctx.events.event("stream_closed", frames=self.writer.frames_written,
-                                  bytes=self.writer.bytes_written)
+            self.ctx.events.event(
+                "stream_closed", frames=self.writer.frames_written, bytes=self.writer.bytes_written
+            )
 
     def run_segment(self, segment: int) -> SegmentTimes:
         self.reporter.segment_id = segment
@@ -96,15 +101,25 @@ class StreamingSimulation:
             while steps_left > 0 and not self.ctx.should_stop():
                 chunk = min(steps_left, STEPS_PER_CALL, self.config.steps_per_report)
                 self.simulation.step(chunk)
+                self.writer.heartbeat()  # readers on other hosts judge liveness by it
                 steps_left -= chunk
             times.total = time.perf_counter() - started
             times.reporter = self.reporter.seconds - before[0]
             times.put = self.writer.put_seconds - before[1]
             steps = self.config.steps_per_report * self.config.reports_per_segment - steps_left
-            info.update(steps=steps, md_s=times.md, reporter_s=times.reporter, put_s=times.put,
-                        ns=steps * self.config.timestep_fs * 1e-6)
-        self.ctx.update_status(segment=segment, frames=self.writer.frames_written,
-                               ns=self.simulated_ns, min_rmsd=self.min_rmsd)
+            info.update(
+                steps=steps,
+                md_s=times.md,
+                reporter_s=times.reporter,
+                put_s=times.put,
+                ns=steps * self.config.timestep_fs * 1e-6,
+            )
+        self.ctx.update_status(
+            segment=segment,
+            frames=self.writer.frames_written,
+            ns=self.simulated_ns,
+            min_rmsd=self.min_rmsd,
+        )
         return times
 
     @property
@@ -113,32 +128,53 @@ class StreamingSimulation:
 
     def restart(self, segment: int) -> OutlierRecord | None:
         """Continue from an outlier of the catalog, or from the current state when it is empty."""
-        record = pick_restart(self.catalog.load_last_good(), self.sim_id,
-                              self.config.restart_policy, self.rng)
+        record = pick_restart(
+            self.catalog.load_last_good(), self.sim_id, self.config.restart_policy, self.rng
+        )
         if record is None:
             logger.info("segment %d: catalog empty, continuing", segment)
             return None
         n_atoms = self.simulation.topology.getNumAtoms()
         if record.positions.shape != (n_atoms, 3):
-            logger.error("catalog record has %s positions, system has %d atoms; continuing",
-                         record.positions.shape, n_atoms)
+            logger.error(
+                "catalog record has %s positions, system has %d atoms; continuing",
+                record.positions.shape,
+                n_atoms,
+            )
             return None
         self.apply_restart(record)
-        self.ctx.events.event("restart", segment=segment, source_sim=record.sim_id,
-                              source_step=record.step, rmsd=record.rmsd, model_version=record.model_version)
-        logger.info("segment %d: restart from sim %d step %d (RMSD %.2f Å)",
-                    segment, record.sim_id, record.step, record.rmsd)
+        self.ctx.events.event(
+            "restart",
+            segment=segment,
+            source_sim=record.sim_id,
+            source_step=record.step,
+            rmsd=record.rmsd,
+            model_version=record.model_version,
+        )
+        logger.info(
+            "segment %d: restart from sim %d step %d (RMSD %.2f Å)",
+            segment,
+            record.sim_id,
+            record.step,
+            record.rmsd,
+        )
         return record
 
     def apply_restart(self, record: OutlierRecord) -> None:
         context = self.simulation.context
         context.setPositions(record.positions.astype(np.float64) * unit.nanometer)
-        copy = record.velocities is not None and self.rng.random() < self.config.velocity_copy_probability
+        copy = (
+            record.velocities is not None
+            and self.rng.random() < self.config.velocity_copy_probability
+        )
         if copy:
-            context.setVelocities(record.velocities.astype(np.float64) * unit.nanometer / unit.picosecond)
+            context.setVelocities(
+                record.velocities.astype(np.float64) * unit.nanometer / unit.picosecond
+            )
         else:
-            context.setVelocitiesToTemperature(self.config.temperature_k * unit.kelvin,
-                                               int(self.rng.integers(1, 2**31 - 1)))
+            context.setVelocitiesToTemperature(
+                self.config.temperature_k * unit.kelvin, int(self.rng.integers(1, 2**31 - 1))
+            )
 
 
 def main(ctx: TaskContext) -> None:

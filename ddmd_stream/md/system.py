@@ -191,7 +191,7 @@ def load_forcefield(config: SimulationConfig) -> app.ForceField:
 
 
 def build_system(config: SimulationConfig, pdb: app.PDBFile) -> tuple[app.Modeller, openmm.System]:
-    """The (possibly solvated) model and its OpenMM System; StructureError when it cannot be built."""
+    """The (possibly solvated) model and its OpenMM System; StructureError if it cannot be built."""
     forcefield = load_forcefield(config)
     modeller, kwargs = _prepare(config, pdb, forcefield)
     try:
@@ -218,8 +218,10 @@ def check_simulation_inputs(config: SimulationConfig) -> list[str]:
         reference = reference_ca_angstrom(reference_file)
         n_ca = len(ca_indices(pdb.topology))
         if len(reference) != n_ca:
-            return [f"simulation.reference_pdb: {reference_file} has {len(reference)} CA atoms but "
-                    f"{config.pdb_file} has {n_ca}; use a reference of the same protein"]
+            return [
+                f"simulation.reference_pdb: {reference_file} has {len(reference)} CA atoms but "
+                f"{config.pdb_file} has {n_ca}; use a reference of the same protein"
+            ]
         build_system(config, pdb)
         if config.platform != "auto":
             _get_platform(config.platform)
@@ -270,7 +272,10 @@ def build_simulation(
     name = simulation.context.getPlatform().getName()
     logger.info(
         "simulation: %d atoms, solvent %s, platform %s %s",
-        system.getNumParticles(), config.solvent, name, properties or "",
+        system.getNumParticles(),
+        config.solvent,
+        name,
+        properties or "",
     )
     simulation.context.setPositions(modeller.positions)
     temperature = config.temperature_k * unit.kelvin

@@ -41,8 +41,16 @@ class EventRecorder:
             yield extra
         finally:
             duration = time.perf_counter() - started
-            self._append({"t": started_wall, "task": self.task, "event": name, "dur": duration,
-                          **data, **extra})
+            self._append(
+                {
+                    "t": started_wall,
+                    "task": self.task,
+                    "event": name,
+                    "dur": duration,
+                    **data,
+                    **extra,
+                }
+            )
 
     def _append(self, record: dict[str, Any]) -> None:
         if self.path is None:

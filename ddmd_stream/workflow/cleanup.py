@@ -66,8 +66,11 @@ def _roots(run_dir: Path) -> list[str]:
 def find_leftovers(run_dir: Path) -> list[psutil.Process]:
     """Processes of the run still alive, excluding this process and its ancestors."""
     roots, protected, ours = _roots(run_dir), _protected(), _descendants()
-    return [p for p in psutil.process_iter()
-            if p.pid not in protected and belongs_to_run(p, roots, ours)]
+    return [
+        p
+        for p in psutil.process_iter()
+        if p.pid not in protected and belongs_to_run(p, roots, ours)
+    ]
 
 
 def _signal_all(procs: list[psutil.Process], kill: bool) -> list[psutil.Process]:

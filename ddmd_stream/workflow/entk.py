@@ -66,11 +66,19 @@ def build_task(spec: TaskSpec, base_env: dict[str, str] | None = None):
     task.arguments = [str(a) for a in spec.arguments]
     task.pre_exec = list(spec.pre_exec)
     task.environment = {str(k): str(v) for k, v in {**(base_env or {}), **spec.environment}.items()}
-    task.cpu_reqs = {"cpu_processes": 1, "cpu_process_type": None,
-                     "cpu_threads": spec.cpus, "cpu_thread_type": None}
+    task.cpu_reqs = {
+        "cpu_processes": 1,
+        "cpu_process_type": None,
+        "cpu_threads": spec.cpus,
+        "cpu_thread_type": None,
+    }
     if spec.gpus > 0:
-        task.gpu_reqs = {"gpu_processes": spec.gpus, "gpu_process_type": None,
-                         "gpu_threads": 1, "gpu_thread_type": None}
+        task.gpu_reqs = {
+            "gpu_processes": spec.gpus,
+            "gpu_process_type": None,
+            "gpu_threads": 1,
+            "gpu_thread_type": None,
+        }
     task.sandbox = str(spec.workdir.resolve())
     task.stdout = "stdout"
     task.stderr = "stderr"
@@ -94,8 +102,13 @@ def keep_failed_logs(spec: TaskSpec, attempt: int) -> None:
 class Restarter:
     """Builds stages and restarts the failed tasks of a finished stage (its post_exec)."""
 
-    def __init__(self, plan: TaskPlan, max_restarts: int, on_event: EventCallback | None,
-                 base_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        plan: TaskPlan,
+        max_restarts: int,
+        on_event: EventCallback | None,
+        base_env: dict[str, str] | None = None,
+    ):
         self.plan = plan
         self.base_env = base_env or {}
         self.max_restarts = max_restarts
@@ -141,19 +154,40 @@ class Restarter:
             return None
         self.restarts[spec.name] = attempt + 1
         keep_failed_logs(spec, attempt)
-        logger.warning("%s ended %s (exit code %s); restart %d/%d", spec.name, state, code,
-                       attempt + 1, self.max_restarts)
-        self.emit("task_restart", {"task": spec.name, "state": state, "code": code,
-                                    "restart": attempt + 1, "max_restarts": self.max_restarts})
+        logger.warning(
+            "%s ended %s (exit code %s); restart %d/%d",
+            spec.name,
+            state,
+            code,
+            attempt + 1,
+            self.max_restarts,
+        )
+        self.emit(
+            "task_restart",
+            {
+                "task": spec.name,
+                "state": state,
+                "code": code,
+                "restart": attempt + 1,
+                "max_restarts": self.max_restarts,
+            },
+        )
         self.states[spec.name] = "RESTARTING"
         return spec
 
     def _finish(self, spec: TaskSpec, state: str, code: int | None) -> None:
         self.states[spec.name] = state
-        logger.log(logging.INFO if state == "DONE" else logging.ERROR, "%s ended %s (exit code %s)",
-                   spec.name, state, code)
-        self.emit("task_exit", {"task": spec.name, "state": state, "code": code,
-                                 "restarts": self.restarts[spec.name]})
+        logger.log(
+            logging.INFO if state == "DONE" else logging.ERROR,
+            "%s ended %s (exit code %s)",
+            spec.name,
+            state,
+            code,
+        )
+        self.emit(
+            "task_exit",
+            {"task": spec.name, "state": state, "code": code, "restarts": self.restarts[spec.name]},
+        )
 
     def emit(self, name: str, data: dict) -> None:
         try:
@@ -163,8 +197,10 @@ class Restarter:
 
     def final_states(self) -> dict[str, str]:
         """Final state per task name; tasks that never finished are CANCELED."""
-        return {name: state if state in ("DONE", "FAILED") else "CANCELED"
-                for name, state in self.states.items()}
+        return {
+            name: state if state in ("DONE", "FAILED") else "CANCELED"
+            for name, state in self.states.items()
+        }
 
 
 def build_pipelines(plan: TaskPlan, restarter: Restarter, group: Grouping = "task") -> list:
@@ -224,6 +260,7 @@ def throttle_polling(appman, interval_s: float = POLL_INTERVAL_S) -> None:
     if getter is None:
         logger.warning("cannot throttle AppManager polling (radical.entk internals changed)")
     else:
+
         def throttled_state():
             time.sleep(interval_s)
             return getter()
@@ -256,15 +293,21 @@ def _throttle_enqueue(interval_s: float) -> None:
 def make_appmanager(plan: TaskPlan, resources: ResourcesConfig, root: Path):
     from radical.entk import AppManager
 
-    appman = AppManager(reattempts=PILOT_ATTEMPTS, resubmit_failed=False, autoterminate=True,
-                        base_path=str(root))
+    appman = AppManager(
+        reattempts=PILOT_ATTEMPTS, resubmit_failed=False, autoterminate=True, base_path=str(root)
+    )
     appman.resource_desc = pilot_description(resources, plan)
     throttle_polling(appman)
     return appman
 
 
-def run_entk(plan: TaskPlan, resources: ResourcesConfig, max_restarts: int,
-             on_event: EventCallback | None = None, group: Grouping = "task") -> dict[str, str]:
+def run_entk(
+    plan: TaskPlan,
+    resources: ResourcesConfig,
+    max_restarts: int,
+    on_event: EventCallback | None = None,
+    group: Grouping = "task",
+) -> dict[str, str]:
     """Run every task of `plan` at once under EnTK; return the final state per task name."""
     root = radical_root(plan.run_dir.resolve())
     env = write_radical_config(root, resources, plan)
@@ -276,16 +319,19 @@ def run_entk(plan: TaskPlan, resources: ResourcesConfig, max_restarts: int,
         with radical_session(root, env):
             appman = make_appmanager(plan, resources, root)
             appman.workflow = build_pipelines(plan, restarter, group)
-            restarter.emit("engine_start", {"engine": "entk", "session": appman.sid,
-                                             "session_dir": str(root / appman.sid)})
+            restarter.emit(
+                "engine_start",
+                {"engine": "entk", "session": appman.sid, "session_dir": str(root / appman.sid)},
+            )
             _run(appman, restarter)
     finally:
         killed = kill_leftovers(plan.run_dir)
         if killed:
             logger.warning("killed %d leftover process(es) of the run: %s", len(killed), killed)
     states = restarter.final_states()
-    restarter.emit("engine_end", {"engine": "entk", "seconds": time.time() - started,
-                                   "states": states})
+    restarter.emit(
+        "engine_end", {"engine": "entk", "seconds": time.time() - started, "states": states}
+    )
     return states
 
 

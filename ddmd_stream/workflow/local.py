@@ -31,14 +31,22 @@ def start_task(spec: TaskSpec) -> subprocess.Popen:
     spec.workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **spec.environment}
     with open(spec.workdir / "stdout", "ab") as out, open(spec.workdir / "stderr", "ab") as err:
-        return subprocess.Popen(spec.command_line, cwd=spec.workdir, stdout=out, stderr=err, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            spec.command_line,
+            cwd=spec.workdir,
+            stdout=out,
+            stderr=err,
+            env=env,
+            start_new_session=True,
+        )
 
 
 class LocalEngine:
     """Starts tasks as subprocesses; `run()` waits for all of them."""
 
-    def __init__(self, plan: TaskPlan, max_restarts: int = 3, on_event: EventCallback | None = None):
+    def __init__(
+        self, plan: TaskPlan, max_restarts: int = 3, on_event: EventCallback | None = None
+    ):
         self.plan = plan
         self.max_restarts = max_restarts
         self.on_event = on_event or (lambda name, data: None)
@@ -58,10 +66,17 @@ class LocalEngine:
                 continue
             if code != 0 and entry.restarts < self.max_restarts:
                 entry.restarts += 1
-                logger.warning("%s exited with %d; restart %d/%d", entry.spec.name, code,
-                               entry.restarts, self.max_restarts)
-                self.on_event("task_restart", {"task": entry.spec.name, "code": code,
-                                               "restart": entry.restarts})
+                logger.warning(
+                    "%s exited with %d; restart %d/%d",
+                    entry.spec.name,
+                    code,
+                    entry.restarts,
+                    self.max_restarts,
+                )
+                self.on_event(
+                    "task_restart",
+                    {"task": entry.spec.name, "code": code, "restart": entry.restarts},
+                )
                 entry.process = start_task(entry.spec)
                 continue
             self.states[entry.spec.name] = "DONE" if code == 0 else "FAILED"
@@ -93,5 +108,7 @@ class LocalEngine:
         self.running.clear()
 
 
-def run_local(plan: TaskPlan, max_restarts: int = 3, on_event: EventCallback | None = None) -> dict[str, str]:
+def run_local(
+    plan: TaskPlan, max_restarts: int = 3, on_event: EventCallback | None = None
+) -> dict[str, str]:
     return LocalEngine(plan, max_restarts, on_event).run()

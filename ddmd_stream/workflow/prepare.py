@@ -15,8 +15,12 @@ from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 
 logger = logging.getLogger(__name__)
 
-MODULES = {"sim": "ddmd_stream.sim", "aggregator": "ddmd_stream.aggregate",
-           "trainer": "ddmd_stream.train", "agent": "ddmd_stream.agent"}
+MODULES = {
+    "sim": "ddmd_stream.sim",
+    "aggregator": "ddmd_stream.aggregate",
+    "trainer": "ddmd_stream.train",
+    "agent": "ddmd_stream.agent",
+}
 
 
 def assign_simulations(num_simulations: int, num_aggregators: int) -> list[list[int]]:
@@ -60,10 +64,15 @@ def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = Tr
     With `write`, each task's YAML is written into the run directory.
     """
     res = config.resources
-    groups = assign_simulations(config.simulation.num_simulations, config.aggregation.num_aggregators)
+    groups = assign_simulations(
+        config.simulation.num_simulations, config.aggregation.num_aggregators
+    )
     wanted: list[tuple[str, int, list[int], int, int]] = [
         *(("aggregator", j, members, res.aggregator_cpus, 0) for j, members in enumerate(groups)),
-        *(("sim", i, [], res.sim_cpus, res.sim_gpus) for i in range(config.simulation.num_simulations)),
+        *(
+            ("sim", i, [], res.sim_cpus, res.sim_gpus)
+            for i in range(config.simulation.num_simulations)
+        ),
         ("trainer", 0, [], res.trainer_cpus, res.trainer_gpus),
         ("agent", 0, [], res.agent_cpus, res.agent_gpus),
     ]
@@ -72,9 +81,17 @@ def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = Tr
         task_file = run.task_file(role, index)
         if write:
             TaskFile(role, index, run.root, deadline, members).save(task_file)
-        tasks.append(TaskSpec(role=role, index=index, executable=sys.executable,
-                              arguments=["-m", MODULES[role], "-c", str(task_file)],
-                              workdir=task_file.parent, cpus=cpus, gpus=gpus))
+        tasks.append(
+            TaskSpec(
+                role=role,
+                index=index,
+                executable=sys.executable,
+                arguments=["-m", MODULES[role], "-c", str(task_file)],
+                workdir=task_file.parent,
+                cpus=cpus,
+                gpus=gpus,
+            )
+        )
     return TaskPlan(tasks, run.root)
 
 

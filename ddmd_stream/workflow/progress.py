@@ -1,4 +1,4 @@
-"""Live view and stop conditions: merges task heartbeats into RUN/status.json while a run goes on."""
+"""Live view and stop conditions: task heartbeats merged into RUN/status.json during a run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ddmd_stream.config import RunConfig
@@ -49,8 +48,13 @@ class Summary:
         return dict(self.__dict__)
 
 
-def summarize(run: RunDir, config: RunConfig, started: float, deadline: float,
-              statuses: dict[str, dict[str, Any]]) -> Summary:
+def summarize(
+    run: RunDir,
+    config: RunConfig,
+    started: float,
+    deadline: float,
+    statuses: dict[str, dict[str, Any]],
+) -> Summary:
     now = time.time()
     fresh = 3 * config.workflow.heartbeat_s + 5
 
@@ -58,8 +62,11 @@ def summarize(run: RunDir, config: RunConfig, started: float, deadline: float,
         return [s for name, s in statuses.items() if name.startswith(role + "-")]
 
     sims, aggs, trainer, agent = of("sim"), of("aggregator"), of("trainer"), of("agent")
-    rmsds = [s["min_rmsd"] for s in sims + agent if isinstance(s.get("min_rmsd"), int | float)
-             and s["min_rmsd"] != float("inf")]
+    rmsds = [
+        s["min_rmsd"]
+        for s in sims + agent
+        if isinstance(s.get("min_rmsd"), int | float) and s["min_rmsd"] != float("inf")
+    ]
     return Summary(
         elapsed_s=now - started,
         remaining_s=max(0.0, deadline - now),
@@ -82,9 +89,13 @@ def _first(statuses: list[dict[str, Any]], key: str) -> Any:
 def stop_reason(summary: Summary, config: RunConfig) -> str | None:
     """A configured target that is reached, or None."""
     wf = config.workflow
-    if wf.stop_min_rmsd_angstrom is not None and summary.min_rmsd is not None \
-            and summary.min_rmsd <= wf.stop_min_rmsd_angstrom:
-        return f"minimum RMSD {summary.min_rmsd:.2f} Å reached the target {wf.stop_min_rmsd_angstrom} Å"
+    if (
+        wf.stop_min_rmsd_angstrom is not None
+        and summary.min_rmsd is not None
+        and summary.min_rmsd <= wf.stop_min_rmsd_angstrom
+    ):
+        target = wf.stop_min_rmsd_angstrom
+        return f"minimum RMSD {summary.min_rmsd:.2f} Å reached the target {target} Å"
     if wf.stop_catalog_outliers is not None and (summary.outliers or 0) >= wf.stop_catalog_outliers:
         return f"catalog holds {summary.outliers} outliers (target {wf.stop_catalog_outliers})"
     return None
@@ -99,7 +110,9 @@ def request_stop(run: RunDir, reason: str) -> None:
 
 def write_status(run: RunDir, summary: Summary, statuses: dict[str, dict[str, Any]]) -> None:
     tmp = run.status_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"summary": summary.as_dict(), "tasks": statuses}, indent=1, default=str))
+    tmp.write_text(
+        json.dumps({"summary": summary.as_dict(), "tasks": statuses}, indent=1, default=str)
+    )
     os.replace(tmp, run.status_file)
 
 
@@ -113,7 +126,10 @@ def render(summary: Summary) -> Any:
         ("simulations running", f"{summary.sims_running} / {summary.sims_total}"),
         ("ns simulated", f"{summary.ns_simulated:.3f}"),
         ("frames aggregated", str(summary.frames_aggregated)),
-        ("model version (best val loss)", f"{summary.model_version} ({_fmt(summary.best_val_loss)})"),
+        (
+            "model version (best val loss)",
+            f"{summary.model_version} ({_fmt(summary.best_val_loss)})",
+        ),
         ("catalog version (outliers)", f"{summary.catalog_version} ({summary.outliers})"),
         ("minimum RMSD so far (Å)", _fmt(summary.min_rmsd)),
     ]
@@ -127,17 +143,26 @@ def _fmt(value: float | None) -> str:
 
 
 def log_line(summary: Summary) -> str:
-    return (f"t={summary.elapsed_s:.0f}s sims={summary.sims_running}/{summary.sims_total} "
-            f"ns={summary.ns_simulated:.3f} frames={summary.frames_aggregated} "
-            f"model=v{summary.model_version} catalog=v{summary.catalog_version} "
-            f"outliers={summary.outliers} min_rmsd={_fmt(summary.min_rmsd)}")
+    return (
+        f"t={summary.elapsed_s:.0f}s sims={summary.sims_running}/{summary.sims_total} "
+        f"ns={summary.ns_simulated:.3f} frames={summary.frames_aggregated} "
+        f"model=v{summary.model_version} catalog=v{summary.catalog_version} "
+        f"outliers={summary.outliers} min_rmsd={_fmt(summary.min_rmsd)}"
+    )
 
 
 class Monitor(threading.Thread):
     """Background thread: status.json, live view, stop conditions, deadline backstop."""
 
-    def __init__(self, run: RunDir, config: RunConfig, started: float, deadline: float,
-                 interval_s: float = 2.0, live: bool | None = None):
+    def __init__(
+        self,
+        run: RunDir,
+        config: RunConfig,
+        started: float,
+        deadline: float,
+        interval_s: float = 2.0,
+        live: bool | None = None,
+    ):
         super().__init__(name="ddmd-monitor", daemon=True)
         self.run_dir, self.config = run, config
         self.started, self.deadline, self.interval_s = started, deadline, interval_s

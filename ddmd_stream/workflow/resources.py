@@ -124,8 +124,9 @@ def python_env() -> dict[str, str]:
     return {"VIRTUAL_ENV": sys.prefix, "PATH": path}
 
 
-def write_radical_config(config_root: Path, resources: ResourcesConfig,
-                         plan: TaskPlan) -> dict[str, str]:
+def write_radical_config(
+    config_root: Path, resources: ResourcesConfig, plan: TaskPlan
+) -> dict[str, str]:
     """Write RADICAL's user config under `config_root`; return the env vars to set."""
     config_root = config_root.resolve()
     sandbox = config_root  # RP appends radical.pilot.sandbox/<sid>/pilot.NNNN
@@ -188,11 +189,15 @@ def check_resources(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
 def _check_local(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
     problems = []
     if resources.network_interface != "lo":
-        problems.append("resources.network_interface: local runs keep RADICAL traffic on loopback; "
-                        f"use lo (got {resources.network_interface!r})")
+        problems.append(
+            "resources.network_interface: local runs keep RADICAL traffic on loopback; "
+            f"use lo (got {resources.network_interface!r})"
+        )
     if resources.access_schema != "local":
-        problems.append(f"resources.access_schema: {resources.resource} needs 'local' "
-                        f"(got {resources.access_schema!r})")
+        problems.append(
+            f"resources.access_schema: {resources.resource} needs 'local' "
+            f"(got {resources.access_schema!r})"
+        )
     return problems
 
 
@@ -212,25 +217,35 @@ def _check_hpc(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
     problems = []
     label = resources.resource
     if label not in known_resources():
-        problems.append(f"resources.resource: RADICAL-Pilot knows no resource {label!r} "
-                        "(see radical/pilot/configs/resource_*.json, e.g. ornl.summit)")
+        problems.append(
+            f"resources.resource: RADICAL-Pilot knows no resource {label!r} "
+            "(see radical/pilot/configs/resource_*.json, e.g. ornl.summit)"
+        )
     if "." not in label:
-        problems.append(f"resources.resource: expected SITE.MACHINE like ornl.summit "
-                        f"(got {label!r})")
+        problems.append(
+            f"resources.resource: expected SITE.MACHINE like ornl.summit (got {label!r})"
+        )
     if not resources.project or resources.project.startswith("<"):
-        problems.append(f"resources.project: {label} needs the allocation to charge "
-                        "(set your project)")
+        problems.append(
+            f"resources.project: {label} needs the allocation to charge (set your project)"
+        )
     if resources.cores_per_node is None:
         problems.append(f"resources.cores_per_node: set the usable cores per node of {label}")
     elif plan.total_cpus > resources.nodes * resources.cores_per_node:
-        problems.append(f"resources: the plan needs {plan.total_cpus} cores but "
-                        f"nodes × cores_per_node is {resources.nodes * resources.cores_per_node}; "
-                        "add nodes")
+        problems.append(
+            f"resources: the plan needs {plan.total_cpus} cores but "
+            f"nodes × cores_per_node is {resources.nodes * resources.cores_per_node}; "
+            "add nodes"
+        )
     if plan.total_gpus > resources.nodes * resources.gpus_per_node:
-        problems.append(f"resources: the plan needs {plan.total_gpus} GPUs but "
-                        f"nodes × gpus_per_node is {resources.nodes * resources.gpus_per_node}; "
-                        "add nodes or lower sim_gpus/trainer_gpus/agent_gpus")
+        problems.append(
+            f"resources: the plan needs {plan.total_gpus} GPUs but "
+            f"nodes × gpus_per_node is {resources.nodes * resources.gpus_per_node}; "
+            "add nodes or lower sim_gpus/trainer_gpus/agent_gpus"
+        )
     if resources.network_interface == "lo":
-        problems.append(f"resources.network_interface: lo cannot reach {label}'s compute nodes; "
-                        "name the high-speed interface (e.g. ib0, hsn0)")
+        problems.append(
+            f"resources.network_interface: lo cannot reach {label}'s compute nodes; "
+            "name the high-speed interface (e.g. ib0, hsn0)"
+        )
     return problems

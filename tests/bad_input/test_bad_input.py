@@ -24,9 +24,11 @@ SST_XML = ROOT / "adios_xml" / "sst.xml"
 
 
 def base_config(tmp_path: Path) -> dict:
-    return {"workflow": {"run_dir": str(tmp_path / "run")},
-            "simulation": {"platform": "CPU", "pdb_file": str(PDB)},
-            "streams": {"adios_xml": str(SST_XML)}}
+    return {
+        "workflow": {"run_dir": str(tmp_path / "run")},
+        "simulation": {"platform": "CPU", "pdb_file": str(PDB)},
+        "streams": {"adios_xml": str(SST_XML)},
+    }
 
 
 def write_yaml(tmp_path: Path, data: dict | str, name: str = "config.yaml") -> Path:
@@ -53,19 +55,50 @@ def edited(tmp_path: Path, change: Callable[[dict], None]) -> Path:
 
 
 CONFIG_CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
-    "unknown key": (lambda d: d["simulation"].update(report_intervall_ps=5), ["report_intervall_ps", "unknown key"]),
-    "wrong type": (lambda d: d["simulation"].update(num_simulations="many"), ["simulation.num_simulations", "many"]),
-    "negative interval": (lambda d: d["simulation"].update(report_interval_ps=-1), ["simulation.report_interval_ps", "-1"]),
-    "zero simulations": (lambda d: d["simulation"].update(num_simulations=0), ["simulation.num_simulations", "0"]),
+    "unknown key": (
+        lambda d: d["simulation"].update(report_intervall_ps=5),
+        ["report_intervall_ps", "unknown key"],
+    ),
+    "wrong type": (
+        lambda d: d["simulation"].update(num_simulations="many"),
+        ["simulation.num_simulations", "many"],
+    ),
+    "negative interval": (
+        lambda d: d["simulation"].update(report_interval_ps=-1),
+        ["simulation.report_interval_ps", "-1"],
+    ),
+    "zero simulations": (
+        lambda d: d["simulation"].update(num_simulations=0),
+        ["simulation.num_simulations", "0"],
+    ),
     "more aggregators than simulations": (
-        lambda d: d.update(aggregation={"num_aggregators": 5}), ["num_aggregators", "num_simulations"]),
-    "bad literal": (lambda d: d["agent"].update(detector="kmeans") if "agent" in d
-                    else d.update(agent={"detector": "kmeans"}), ["agent.detector", "kmeans"]),
-    "missing pdb": (lambda d: d["simulation"].update(pdb_file="nowhere.pdb"), ["simulation.pdb_file", "nowhere.pdb"]),
-    "missing xml": (lambda d: d["streams"].update(adios_xml="nowhere.xml"), ["streams.adios_xml", "nowhere.xml"]),
-    "absent CUDA platform": (lambda d: d["simulation"].update(platform="CUDA"), ["simulation.platform", "CUDA"]),
+        lambda d: d.update(aggregation={"num_aggregators": 5}),
+        ["num_aggregators", "num_simulations"],
+    ),
+    "bad literal": (
+        lambda d: (
+            d["agent"].update(detector="kmeans")
+            if "agent" in d
+            else d.update(agent={"detector": "kmeans"})
+        ),
+        ["agent.detector", "kmeans"],
+    ),
+    "missing pdb": (
+        lambda d: d["simulation"].update(pdb_file="nowhere.pdb"),
+        ["simulation.pdb_file", "nowhere.pdb"],
+    ),
+    "missing xml": (
+        lambda d: d["streams"].update(adios_xml="nowhere.xml"),
+        ["streams.adios_xml", "nowhere.xml"],
+    ),
+    "absent CUDA platform": (
+        lambda d: d["simulation"].update(platform="CUDA"),
+        ["simulation.platform", "CUDA"],
+    ),
     "non-loopback interface for local": (
-        lambda d: d.update(resources={"network_interface": "eth0"}), ["eth0"]),
+        lambda d: d.update(resources={"network_interface": "eth0"}),
+        ["eth0"],
+    ),
 }
 
 
@@ -95,52 +128,88 @@ def test_unparsable_pdb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "garbage.pdb" in err
 
 
-def test_pdb_the_forcefield_cannot_parametrize(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pdb_the_forcefield_cannot_parametrize(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     no_hydrogens = tmp_path / "noh.pdb"
     lines = PDB.read_text().splitlines()
-    no_hydrogens.write_text("\n".join(line for line in lines
-                                      if not (line.startswith("ATOM") and line[76:78].strip() == "H")))
-    err = check(edited(tmp_path, lambda d: d["simulation"].update(pdb_file=str(no_hydrogens))), capsys)
+    no_hydrogens.write_text(
+        "\n".join(
+            line for line in lines if not (line.startswith("ATOM") and line[76:78].strip() == "H")
+        )
+    )
+    err = check(
+        edited(tmp_path, lambda d: d["simulation"].update(pdb_file=str(no_hydrogens))), capsys
+    )
     assert "noh.pdb" in err and "forcefield" in err
 
 
-def test_reference_with_other_residue_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = check(edited(tmp_path, lambda d: d["simulation"].update(reference_pdb=str(ALANINE))), capsys)
+def test_reference_with_other_residue_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = check(
+        edited(tmp_path, lambda d: d["simulation"].update(reference_pdb=str(ALANINE))), capsys
+    )
     assert "simulation.reference_pdb" in err and "CA" in err
 
 
-@pytest.mark.parametrize("xml_text, expected", [
-    ("<adios-config><io name='SimulationOutput'>", "not valid XML"),
-    ("<adios-config><io name='SimulationOutput'><engine type='SSC'/></io>"
-     "<io name='AggregatorOutput'><engine type='BP5'/></io></adios-config>", "SSC"),
-    ("<adios-config><io name='SimulationOutput'><engine type='DataMan'/></io>"
-     "<io name='AggregatorOutput'><engine type='BP5'/></io></adios-config>", "DataMan"),
-    ("<adios-config><io name='SimulationOutput'><engine type='SST'/></io></adios-config>",
-     "AggregatorOutput"),
-], ids=["malformed", "ssc-engine", "dataman-engine", "io-missing"])
-def test_bad_adios_xml(xml_text: str, expected: str, tmp_path: Path,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "xml_text, expected",
+    [
+        ("<adios-config><io name='SimulationOutput'>", "not valid XML"),
+        (
+            "<adios-config><io name='SimulationOutput'><engine type='SSC'/></io>"
+            "<io name='AggregatorOutput'><engine type='BP5'/></io></adios-config>",
+            "SSC",
+        ),
+        (
+            "<adios-config><io name='SimulationOutput'><engine type='DataMan'/></io>"
+            "<io name='AggregatorOutput'><engine type='BP5'/></io></adios-config>",
+            "DataMan",
+        ),
+        (
+            "<adios-config><io name='SimulationOutput'><engine type='SST'/></io></adios-config>",
+            "AggregatorOutput",
+        ),
+    ],
+    ids=["malformed", "ssc-engine", "dataman-engine", "io-missing"],
+)
+def test_bad_adios_xml(
+    xml_text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     xml = tmp_path / "bad.xml"
     xml.write_text(xml_text)
     err = check(edited(tmp_path, lambda d: d["streams"].update(adios_xml=str(xml))), capsys)
     assert "streams.adios_xml" in err and "bad.xml" in err and expected in err
 
 
-def test_non_loopback_sst_interface_for_local(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_non_loopback_sst_interface_for_local(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     xml = tmp_path / "eth.xml"
-    xml.write_text(SST_XML.read_text().replace('"NetworkInterface" value="lo"', '"NetworkInterface" value="eth0"'))
+    xml.write_text(
+        SST_XML.read_text().replace(
+            '"NetworkInterface" value="lo"', '"NetworkInterface" value="eth0"'
+        )
+    )
     err = check(edited(tmp_path, lambda d: d["streams"].update(adios_xml=str(xml))), capsys)
     assert "NetworkInterface" in err and "eth0" in err
 
 
 def test_unknown_resource(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = edited(tmp_path, lambda d: d.update(resources={"resource": "ornl.nowhere", "project": "abc",
-                                                          "cores_per_node": 42}))
+    path = edited(
+        tmp_path,
+        lambda d: d.update(
+            resources={"resource": "ornl.nowhere", "project": "abc", "cores_per_node": 42}
+        ),
+    )
     err = check(path, capsys)
     assert "ornl.nowhere" in err and "resources.resource" in err
 
 
-def test_existing_run_dir_is_refused_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_run_dir_is_refused_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("precious: true\n")
@@ -187,7 +256,7 @@ def test_catalog_truncated_newer_or_foreign(tmp_path: Path) -> None:
     catalog.publish([OutlierRecord(0, 1, np.zeros((2, 3), np.float32), 1.0)])
     good = catalog.path.read_bytes()
     catalog.path.write_bytes(good[: len(good) // 2])
-    with pytest.raises(CatalogError, match="outliers.pkl"):
+    with pytest.raises(CatalogError, match=r"outliers\.pkl"):
         catalog.load()
     catalog.path.write_bytes(pickle.dumps({"format": 99, "version": 5, "records": []}))
     with pytest.raises(CatalogError, match="newer"):
