@@ -1,0 +1,178 @@
+"""Faults injected into a real running workflow (RADICAL-EnTK), and crashes during publishes.
+
+One short workflow run is shared by the kill -9 checks: each role is killed in turn while the
+others run; the engine must restart it within 30 s and nothing written before may be lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import yaml
+from conftest import SST_XML, wait_for
+
+from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
+from ddmd_stream.ml.registry import latest_version, publish_model
+from ddmd_stream.streams import read_store
+from ddmd_stream.workflow.cleanup import find_leftovers
+
+RUN_CONFIG = {
+    "workflow": {"engine": "entk", "duration_s": 420, "heartbeat_s": 1, "max_task_restarts": 2},
+    "simulation": {"num_simulations": 2, "platform": "CPU", "cpu_threads": 1, "seed": 11,
+                   "report_interval_ps": 0.2, "segment_length_ns": 0.002},
+    "aggregation": {"flush_interval_s": 0.3},
+    "training": {"min_samples": 30, "epochs": 2, "batch_size": 16,
+                 "model": {"conv_filters": [8, 8, 8, 8], "dense_units": 16}},
+    "agent": {"min_samples": 30, "outlier_band": [2, 20], "n_outliers": 10, "cycle_interval_s": 2,
+              "eps": 0.5, "dbscan_min_samples": 4},
+    "streams": {"adios_xml": str(SST_XML), "open_timeout_s": 120},
+}
+
+
+def task_pids(run: Path, name: str) -> list[int]:
+    """Python processes running the task `name` (its task.yaml on the command line)."""
+    marker = str(run / "tasks" / name / "task.yaml")
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if marker in cmdline and any("python" in part for part in cmdline[:1]):
+            pids.append(process.info["pid"])
+    return pids
+
+
+def heartbeat_time(run: Path, name: str) -> float:
+    try:
+        return json.loads((run / "tasks" / name / "status.json").read_text())["time"]
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+def store_frames(run: Path) -> int:
+    try:
+        return len(read_store(run / "stream" / "agg-0000.bp", ["sim_id"])["sim_id"])
+    except Exception:
+        return 0
+
+
+def catalog_version(run: Path) -> int:
+    return OutlierCatalog(run / "catalog" / "outliers.pkl").load().version
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("faults")
+    run = root / "run"
+    config = {**RUN_CONFIG, "workflow": {**RUN_CONFIG["workflow"], "run_dir": str(run)}}
+    config_file = root / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    log = open(root / "launcher.log", "w")  # noqa: SIM115 - closed at teardown
+    launcher = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    ready = wait_for(lambda: catalog_version(run) >= 1, timeout_s=240, interval_s=2)
+    yield run, launcher, ready
+    (run / "STOP").write_text("tests done\n")
+    try:
+        launcher.wait(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        log.close()
+
+
+ROLES = ["sim-0001", "aggregator-0000", "trainer-0000", "agent-0000"]
+
+
+@pytest.mark.parametrize("name", ROLES)
+def test_kill_9_is_restarted_and_loses_nothing(workflow, name: str) -> None:
+    run, launcher, ready = workflow
+    assert ready, "the workflow did not reach its first catalog version"
+    assert launcher.poll() is None
+    frames_before, catalog_before = store_frames(run), catalog_version(run)
+    model_before = latest_version(run / "model")
+    pids = task_pids(run, name)
+    assert pids, f"{name} is not running"
+    killed_at = time.time()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+    assert wait_for(lambda: bool(set(task_pids(run, name)) - set(pids)), timeout_s=30, interval_s=0.5), \
+        f"{name} was not restarted within 30 s"
+    others = [other for other in ROLES if other != name]
+    assert all(task_pids(run, other) for other in others), "another task died with it"
+    assert wait_for(lambda: heartbeat_time(run, name) > killed_at, timeout_s=60, interval_s=1)
+
+    assert store_frames(run) >= frames_before  # every step written before the kill is readable
+    assert catalog_version(run) >= catalog_before
+    latest = latest_version(run / "model")
+    assert latest is not None and (model_before is None or latest[0] >= model_before[0])
+    from ddmd_stream.ml.base import load_model
+
+    load_model(latest[1])
+
+
+def test_workflow_stops_cleanly_after_faults(workflow) -> None:
+    run, launcher, _ = workflow
+    (run / "STOP").write_text("stop\n")
+    assert launcher.wait(timeout=180) == 0
+    assert wait_for(lambda: find_leftovers(run) == [], timeout_s=20)
+    restarts = [line for line in (run.parent / "launcher.log").read_text().splitlines()
+                if "task_restart" in line]
+    assert len(restarts) >= len(ROLES)
+
+
+# --------------------------------------------------------------------------- crashes in publishes
+
+
+def test_crash_while_saving_a_model_never_publishes_it(tmp_path: Path) -> None:
+    def good(folder: Path) -> None:
+        (folder / "model.json").write_text("{}")
+
+    def crashing(folder: Path) -> None:
+        (folder / "model.json").write_text("{half")
+        raise OSError("simulated crash while writing weights")
+
+    assert publish_model(tmp_path, good, {"val_loss": 1.0}) == 1
+    with pytest.raises(OSError):
+        publish_model(tmp_path, crashing, {"val_loss": 0.5})
+    version, path = latest_version(tmp_path)
+    assert version == 1 and (path / "model.json").read_text() == "{}"
+
+
+def test_crash_before_catalog_replace_keeps_old_version(tmp_path: Path, monkeypatch) -> None:
+    catalog = OutlierCatalog(tmp_path / "outliers.pkl")
+    record = OutlierRecord(0, 1, np.zeros((3, 3), np.float32), 1.0)
+    catalog.publish([record])
+
+    def crash(*args: object) -> None:
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        catalog.publish([record, record])
+    monkeypatch.undo()
+    loaded = catalog.load()
+    assert loaded.version == 1 and len(loaded.records) == 1
+
+
+def test_stale_contact_files_and_stop_file_are_cleared_at_launch(make_config) -> None:
+    from ddmd_stream.workflow.prepare import prepare
+
+    config = make_config(workflow={"on_existing": "resume"})
+    run = config.workflow.run_dir
+    (run / "stream").mkdir(parents=True)
+    (run / "config.yaml").write_text("earlier run\n")
+    stale = run / "stream" / "sim-0000.sst"
+    stale.write_text("contact of a dead writer")
+    (run / "STOP").write_text("left from an earlier run")
+    prepare(config)
+    assert not stale.exists() and not (run / "STOP").exists()
