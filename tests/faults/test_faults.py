@@ -105,8 +105,8 @@ def test_kill_9_is_restarted_and_loses_nothing(workflow, name: str) -> None:
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
-    assert wait_for(lambda: bool(set(task_pids(run, name)) - set(pids)), timeout_s=30, interval_s=0.5), \
-        f"{name} was not restarted within 30 s"
+    restarted = wait_for(lambda: bool(set(task_pids(run, name)) - set(pids)), 30, 0.5)
+    assert restarted, f"{name} was not restarted within 30 s"
     others = [other for other in ROLES if other != name]
     assert all(task_pids(run, other) for other in others), "another task died with it"
     assert wait_for(lambda: heartbeat_time(run, name) > killed_at, timeout_s=60, interval_s=1)
