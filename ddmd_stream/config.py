@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -351,6 +353,29 @@ class StreamsConfig(Section):
     )
 
 
+def _shell_line(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty line (remove it, or write a shell command)")
+    return value
+
+
+ShellLine = Annotated[StrictStr, AfterValidator(_shell_line)]
+
+
+class RoleResources(Section):
+    """What one task of a role asks for, and how it is started."""
+
+    cpus: int = Field(1, ge=1, description="CPU cores per task.")
+    gpus: int = Field(0, ge=0, description="GPUs per task.")
+    pre_exec: list[ShellLine] = Field(
+        [], description="Shell lines run before the task (after resources.pre_exec)."
+    )
+    environment: dict[str, str] = Field({}, description="Environment variables of the task.")
+    python: str | None = Field(
+        None, min_length=1, description="Python interpreter for the task (default: the launcher's)."
+    )
+
+
 class ResourcesConfig(Section):
     resource: str = Field(
         "local.localhost", min_length=1, description="RADICAL-Pilot resource label."
@@ -366,13 +391,21 @@ class ResourcesConfig(Section):
         description="Cores per node RADICAL may use (local default: enough for all tasks).",
     )
     gpus_per_node: int = Field(0, ge=0, description="GPUs per node.")
-    sim_cpus: int = Field(1, ge=1, description="CPU cores per simulation task.")
-    sim_gpus: int = Field(0, ge=0, description="GPUs per simulation task.")
-    aggregator_cpus: int = Field(1, ge=1, description="CPU cores per aggregator.")
-    trainer_cpus: int = Field(1, ge=1, description="CPU cores of the trainer.")
-    trainer_gpus: int = Field(0, ge=0, description="GPUs of the trainer.")
-    agent_cpus: int = Field(1, ge=1, description="CPU cores of the agent.")
-    agent_gpus: int = Field(0, ge=0, description="GPUs of the agent.")
+    pre_exec: list[ShellLine] = Field(
+        [], description="Shell lines run before every task (e.g. module load, source activate)."
+    )
+    environment: dict[str, str] = Field({}, description="Environment variables of every task.")
+    sim: RoleResources = Field(
+        default_factory=RoleResources, description="Each simulation task."
+    )
+    aggregator: RoleResources = Field(default_factory=RoleResources, description="Each aggregator.")
+    trainer: RoleResources = Field(default_factory=RoleResources, description="The trainer.")
+    agent: RoleResources = Field(default_factory=RoleResources, description="The agent.")
+
+    @property
+    def is_local(self) -> bool:
+        """This machine (RADICAL's local.* resources) rather than a cluster."""
+        return self.resource.startswith("local.")
     network_interface: str = Field(
         "lo", min_length=1, description="Interface for RADICAL and ADIOS traffic."
     )

@@ -83,7 +83,7 @@ def check_everything(config: RunConfig, plan: TaskPlan | None = None) -> list[st
 
 def _check_loopback(config: RunConfig) -> list[str]:
     """A local run must keep SST on loopback (nothing else is reachable, nothing else allowed)."""
-    if config.resources.resource.split(".")[0] != "local":
+    if not config.resources.is_local:
         return []
     streams = config.streams
     problems = []
@@ -103,7 +103,7 @@ def _check_loopback(config: RunConfig) -> list[str]:
 def _check_structures(config: RunConfig) -> list[str]:
     from ddmd_stream.md.system import check_simulation_inputs
 
-    return check_simulation_inputs(config.simulation)
+    return check_simulation_inputs(config.simulation, check_platform=config.resources.is_local)
 
 
 def _preview_plan(config: RunConfig) -> TaskPlan:
@@ -129,8 +129,12 @@ def print_plan(plan: TaskPlan, config: RunConfig) -> None:
             members = f" → {store}"
         print(
             f"  {task.name:16s} cpus={task.cpus} gpus={task.gpus}  "
-            f"{' '.join(task.arguments)}{members}"
+            f"{task.executable} {' '.join(task.arguments)}{members}"
         )
+        for line in task.pre_exec:
+            print(f"  {'':16s} pre_exec: {line}")
+        for key, value in task.environment.items():
+            print(f"  {'':16s} env: {key}={value}")
 
 
 def _install_stop_handlers(run: RunDir) -> None:
@@ -148,7 +152,8 @@ def execute(config: RunConfig) -> int:
     from ddmd_stream.workflow.prepare import prepare
     from ddmd_stream.workflow.progress import Monitor
 
-    os.environ.update(LOOPBACK_ENV)
+    if config.resources.is_local:
+        os.environ.update(LOOPBACK_ENV)  # every socket of a local run stays on loopback
     started = time.time()
     plan = prepare(config, started)
     run = RunDir(plan.run_dir, config.streams.node_local_path)
@@ -199,15 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = apply_overrides(load_config(args.config), args)
         problems = check_everything(config)
-        if problems:
-            for problem in problems:
-                print(f"error: {args.config}: {problem}", file=sys.stderr)
-            return 2
-        if args.check:
-            print(f"{args.config}: OK")
-            return 0
         if args.dry_run:
             print_plan(_preview_plan(config), config)
+        for problem in problems:
+            print(f"error: {args.config}: {problem}", file=sys.stderr)
+        if problems:
+            return 2
+        if args.check or args.dry_run:
+            print(f"{args.config}: OK")
             return 0
         return execute(config)
     except InputError as error:

@@ -126,8 +126,8 @@ def make_run(run: Path, finished: bool = True, with_config: bool = True,
             "workflow": {"run_dir": str(run)},
             "simulation": {"num_simulations": 2, "report_interval_ps": 0.2,
                            "segment_length_ns": 0.002, "timestep_fs": 2.0},
-            "resources": {"sim_cpus": 2, "sim_gpus": 1, "trainer_cpus": 4, "trainer_gpus": 1,
-                          "agent_cpus": 3},
+            "resources": {"sim": {"cpus": 2, "gpus": 1}, "trainer": {"cpus": 4, "gpus": 1},
+                          "agent": {"cpus": 3}},
         })
         save_config(config, run / "config.yaml")
     if with_store:

@@ -210,8 +210,11 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def check_simulation_inputs(config: SimulationConfig) -> list[str]:
-    """Problems with the structures, force field and platform a run would use (empty: none)."""
+def check_simulation_inputs(config: SimulationConfig, check_platform: bool = True) -> list[str]:
+    """Problems with the structures, force field and platform a run would use (empty: none).
+
+    The platform is checked only where the simulations will run (`check_platform`).
+    """
     try:
         pdb = load_pdb(config.pdb_file)
         reference_file = config.reference_pdb or config.pdb_file
@@ -223,7 +226,7 @@ def check_simulation_inputs(config: SimulationConfig) -> list[str]:
                 f"{config.pdb_file} has {n_ca}; use a reference of the same protein"
             ]
         build_system(config, pdb)
-        if config.platform != "auto":
+        if check_platform and config.platform != "auto":
             _get_platform(config.platform)
     except StructureError as error:
         return [str(error)]

@@ -284,10 +284,8 @@ def _samples(event: Event, name: str | None, config: Any) -> float | None:
 def cpu_gpu(config: Any, role: str) -> str:
     if config is None:
         return "n/a"
-    res = config.resources
-    cpus = getattr(res, f"{role}_cpus", None)
-    gpus = getattr(res, f"{role}_gpus", 0)
-    return f"{cpus};{gpus}" if cpus is not None else "n/a"
+    settings = getattr(config.resources, role, None)
+    return f"{settings.cpus};{settings.gpus}" if settings is not None else "n/a"
 
 
 TABLE_COLUMNS = ("component", "tasks", "iterations", "mean duration per iteration (s)",

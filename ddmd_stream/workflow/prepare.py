@@ -6,8 +6,15 @@ import logging
 import shutil
 import sys
 import time
+from pathlib import Path
 
-from ddmd_stream.config import ConfigError, RunConfig, save_config
+from ddmd_stream.config import (
+    ConfigError,
+    ResourcesConfig,
+    RoleResources,
+    RunConfig,
+    save_config,
+)
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import clean_stale_contact_files
 from ddmd_stream.task import TaskFile
@@ -63,36 +70,38 @@ def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = Tr
 
     With `write`, each task's YAML is written into the run directory.
     """
-    res = config.resources
     groups = assign_simulations(
         config.simulation.num_simulations, config.aggregation.num_aggregators
     )
-    wanted: list[tuple[str, int, list[int], int, int]] = [
-        *(("aggregator", j, members, res.aggregator_cpus, 0) for j, members in enumerate(groups)),
-        *(
-            ("sim", i, [], res.sim_cpus, res.sim_gpus)
-            for i in range(config.simulation.num_simulations)
-        ),
-        ("trainer", 0, [], res.trainer_cpus, res.trainer_gpus),
-        ("agent", 0, [], res.agent_cpus, res.agent_gpus),
+    wanted: list[tuple[str, int, list[int]]] = [
+        *(("aggregator", j, members) for j, members in enumerate(groups)),
+        *(("sim", i, []) for i in range(config.simulation.num_simulations)),
+        ("trainer", 0, []),
+        ("agent", 0, []),
     ]
     tasks = []
-    for role, index, members, cpus, gpus in wanted:
+    for role, index, members in wanted:
         task_file = run.task_file(role, index)
         if write:
             TaskFile(role, index, run.root, deadline, members).save(task_file)
-        tasks.append(
-            TaskSpec(
-                role=role,
-                index=index,
-                executable=sys.executable,
-                arguments=["-m", MODULES[role], "-c", str(task_file)],
-                workdir=task_file.parent,
-                cpus=cpus,
-                gpus=gpus,
-            )
-        )
+        tasks.append(task_spec(config.resources, role, index, task_file))
     return TaskPlan(tasks, run.root)
+
+
+def task_spec(resources: ResourcesConfig, role: str, index: int, task_file: Path) -> TaskSpec:
+    """The command line and requests of one task, with the role's launch settings."""
+    settings: RoleResources = getattr(resources, role)
+    return TaskSpec(
+        role=role,
+        index=index,
+        executable=settings.python or sys.executable,
+        arguments=["-m", MODULES[role], "-c", str(task_file)],
+        workdir=task_file.parent,
+        cpus=settings.cpus,
+        gpus=settings.gpus,
+        pre_exec=[*resources.pre_exec, *settings.pre_exec],
+        environment={**resources.environment, **settings.environment},
+    )
 
 
 def prepare(config: RunConfig, start: float | None = None) -> TaskPlan:

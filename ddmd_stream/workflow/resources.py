@@ -40,7 +40,7 @@ def radical_root(run_dir: Path) -> Path:
 
 
 def is_local(resources: ResourcesConfig) -> bool:
-    return resources.resource.startswith("local.")
+    return resources.is_local
 
 
 def split_label(resource: str) -> tuple[str, str]:
@@ -241,7 +241,7 @@ def _check_hpc(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
         problems.append(
             f"resources: the plan needs {plan.total_gpus} GPUs but "
             f"nodes × gpus_per_node is {resources.nodes * resources.gpus_per_node}; "
-            "add nodes or lower sim_gpus/trainer_gpus/agent_gpus"
+            "add nodes or lower resources.sim/trainer/agent gpus"
         )
     if resources.network_interface == "lo":
         problems.append(
