@@ -44,6 +44,7 @@ class OutlierRecord:
     score: float = 0.0
     velocities: np.ndarray | None = None  # (n_atoms, 3) nm/ps
     segment_id: int = 0
+    structure_id: int = 0  # index into simulation.structures(): the topology of `positions`
     model_version: int = 0
     created: float = field(default_factory=time.time)
 

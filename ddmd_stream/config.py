@@ -77,6 +77,11 @@ class SimulationConfig(Section):
         2, ge=1, le=100_000, description="Number of concurrent simulations."
     )
     pdb_file: Path = Field(DEFAULT_PDB, description="Starting structure (PDB).")
+    initial_structures: list[Path] = Field(
+        [],
+        description="Starting structures: PDB files and/or folders of them (sorted *.pdb); "
+        "simulation i starts from structure i mod n. Empty: pdb_file.",
+    )
     reference_pdb: Path | None = Field(
         None, description="Folded reference for RMSD (Cα); defaults to pdb_file."
     )
@@ -132,6 +137,24 @@ class SimulationConfig(Section):
     seed: int | None = Field(
         None, ge=0, description="Random seed (per simulation offset by its id)."
     )
+
+    @field_validator("initial_structures", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
+
+    def structures(self) -> list[Path]:
+        """The starting structures in order (folders expanded to their sorted *.pdb files)."""
+        found: list[Path] = []
+        for path in self.initial_structures or [self.pdb_file]:
+            found.extend(sorted(path.glob("*.pdb")) if path.is_dir() else [path])
+        return found
+
+    def structure_for(self, sim_id: int) -> tuple[int, Path]:
+        """(index, path) of the structure simulation `sim_id` starts from."""
+        structures = self.structures()
+        index = sim_id % len(structures)
+        return index, structures[index]
 
     @property
     def steps_per_report(self) -> int:
@@ -506,6 +529,8 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
             _resolve_paths(value, base)
         elif isinstance(value, Path):
             object.__setattr__(model, name, (base / value.expanduser()).resolve())
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            object.__setattr__(model, name, [(base / v.expanduser()).resolve() for v in value])
 
 
 def _resolve_forcefields(simulation: SimulationConfig, base: Path) -> None:
@@ -566,9 +591,14 @@ def check_inputs(config: RunConfig) -> list[str]:
     for field, path in (
         ("simulation.pdb_file", sim.pdb_file),
         ("simulation.reference_pdb", sim.reference_pdb),
+        *(("simulation.initial_structures", p) for p in sim.initial_structures),
     ):
-        if path is not None and not path.is_file():
+        if path is not None and not path.exists():
             problems.append(f"{field}: file not found: {path}")
+    if sim.initial_structures and all(p.exists() for p in sim.initial_structures) \
+            and not sim.structures():
+        problems.append("simulation.initial_structures: no *.pdb files in "
+                        f"{[str(p) for p in sim.initial_structures]}")
     xml = config.streams.adios_xml
     if xml is not None and not xml.is_file():
         problems.append(f"streams.adios_xml: file not found: {xml}")

@@ -207,5 +207,5 @@ def test_detector_resolution_and_model_kinds() -> None:
 
 def test_load_model_rejects_unknown_format(tmp_path: Path) -> None:
     (tmp_path / "model.json").write_text('{"format": "something.else"}')
-    with pytest.raises(ValueError, match="unknown model format"):
+    with pytest.raises(base.ModelError, match="unknown model format"):
         base.load_model(tmp_path)

@@ -56,6 +56,7 @@ def synthetic_frames(count: int, start: int, rng: np.random.Generator) -> dict[s
         "sim_id": (np.arange(start, start + count) % 3).astype(np.int64),
         "step": np.arange(start, start + count, dtype=np.int64) * 100,
         "segment_id": np.zeros(count, np.int64),
+        "structure_id": np.zeros(count, np.int64),
         "all_positions": rng.normal(size=(count, N_ATOMS, 3)).astype(np.float32),
         "velocities": rng.normal(size=(count, N_ATOMS, 3)).astype(np.float32),
     }

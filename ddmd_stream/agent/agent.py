@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ddmd_stream.agent.detectors import Detection, make_detector, rank_outliers
+from ddmd_stream.agent.detectors import Detection, Detector, make_detector, rank_outliers
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
+from ddmd_stream.ml.base import LatentModel, load_model, model_kind, resolve_detector
 from ddmd_stream.ml.data import FrameWindow
 from ddmd_stream.ml.registry import latest_version
 from ddmd_stream.task import TaskContext
@@ -17,7 +18,7 @@ from ddmd_stream.task import TaskContext
 logger = logging.getLogger(__name__)
 
 ANGSTROM_TO_NM = 0.1
-FRAME_FIELDS = ["contact_map", "rmsd", "sim_id", "step", "segment_id"]
+FRAME_FIELDS = ["rmsd", "sim_id", "step", "segment_id", "structure_id"]  # + the model's input field
 
 
 def restart_fields(stream_velocities: bool, positions: str) -> list[str]:
@@ -38,13 +39,14 @@ class Agent:
         sim = ctx.config.simulation
         streams = ctx.config.streams
         self.restart_fields = restart_fields(sim.stream_velocities, sim.positions)
+        kind = model_kind(ctx.config.training.model)
+        fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field, *self.restart_fields]))
         self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
-                                  FRAME_FIELDS + self.restart_fields, self.settings.max_samples,
-                                  streams.liveness_timeout_s)
-        self.detector = make_detector(self.settings, n_jobs=ctx.config.resources.agent_cpus)
+                                  fields, self.settings.max_samples, streams.liveness_timeout_s)
+        self.detector = self.make_detector(kind.preferred_detector)
         self.catalog = OutlierCatalog(ctx.run.catalog_file)
         self.rng = np.random.default_rng(self.settings.seed)
-        self.model: Any = None
+        self.model: LatentModel | None = None
         self.model_version = 0
         self.cycle_count = 0
 
@@ -67,7 +69,8 @@ class Agent:
         with self.ctx.events.span("cycle", cycle=self.cycle_count) as info:
             frames = self.window.latest()
             with self.ctx.events.span("encode", frames=len(frames["rmsd"])):
-                latents = self.model.encode(frames["contact_map"], self.settings.encode_batch_size)
+                latents = self.model.encode(frames[self.model.input_field],
+                                            self.settings.encode_batch_size)
             with self.ctx.events.span("cluster") as cluster:
                 detection = self.detect(latents)
                 self.detector.update(len(detection.indices))
@@ -96,14 +99,28 @@ class Agent:
             return True
         try:
             with self.ctx.events.span("load_model", version=version):
-                from ddmd_stream.ml.cvae import CVAE
-
-                self.model = CVAE.load(path)
-            self.model_version = version
-            logger.info("loaded model v%d", version)
+                model = load_model(path)
+            if model.input_field not in self.window.variables:
+                raise ValueError(f"it encodes {model.input_field!r}, which this agent does not "
+                                 f"read (training.model is {self.ctx.config.training.model})")
+            self.use_model(model, version)
         except Exception as error:  # a bad model must not end the agent
             logger.error("cannot load model v%d from %s: %s; will retry", version, path, error)
         return self.model is not None
+
+    def use_model(self, model: LatentModel, version: int) -> None:
+        """Switch to a loaded model (and, with `detector: auto`, to its preferred detector)."""
+        if resolve_detector(self.settings.detector, model.preferred_detector) != self.detector.name:
+            self.detector = self.make_detector(model.preferred_detector)
+        self.model, self.model_version = model, version
+        logger.info("loaded model v%d (%s, detector %s)", version, model.kind.name,
+                    self.detector.name)
+
+    def make_detector(self, preferred: str) -> Detector:
+        """`agent.detector`, where `auto` means the model's `preferred` detector."""
+        name = resolve_detector(self.settings.detector, preferred)
+        settings = self.settings.model_copy(update={"detector": name})
+        return make_detector(settings, n_jobs=self.ctx.config.resources.agent.cpus)
 
     def publish(self, frames: dict[str, np.ndarray], detection: Detection) -> int | None:
         if len(detection.indices) == 0:
@@ -120,8 +137,9 @@ class Agent:
             version = self.catalog.publish(records)
             info["version"] = version
         self.ctx.update_status(catalog_version=version, outliers=len(records),
-                               min_rmsd=float(frames["rmsd"].min()), model_version=self.model_version,
-                               cycle=self.cycle_count, state="running")
+                               min_rmsd=float(frames["rmsd"].min()),
+                               model_version=self.model_version, cycle=self.cycle_count,
+                               state="running")
         return version
 
     def record(self, frames: dict[str, np.ndarray], index: int, score: float) -> OutlierRecord:
@@ -133,7 +151,8 @@ class Agent:
             sim_id=int(frames["sim_id"][index]), step=int(frames["step"][index]),
             positions=np.array(positions, dtype=np.float32), rmsd=float(frames["rmsd"][index]),
             score=float(score), velocities=None if velocities is None else np.array(velocities),
-            segment_id=int(frames["segment_id"][index]), model_version=self.model_version,
+            segment_id=int(frames["segment_id"][index]),
+            structure_id=int(frames["structure_id"][index]), model_version=self.model_version,
         )
 
 

@@ -355,7 +355,7 @@ def make_detector(config: AgentConfig, n_jobs: int | None = None) -> Detector:
     force uses); None = library defaults (all cores). Pass the agent task's CPU count.
     """
     try:
-        cls = DETECTORS[config.detector]
+        cls = DETECTORS["dbscan" if config.detector == "auto" else config.detector]
     except KeyError:
         raise ValueError(f"unknown detector {config.detector!r}; known: {sorted(DETECTORS)}") \
             from None

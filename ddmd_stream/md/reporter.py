@@ -31,6 +31,7 @@ def frame_schema(n_atoms: int, n_selected: int, n_residues_ca: int, velocities: 
         "time_ps": (np.dtype(np.float64), ()),
         "sim_id": (np.dtype(np.int64), ()),
         "segment_id": (np.dtype(np.int64), ()),
+        "structure_id": (np.dtype(np.int64), ()),  # which starting structure (topology)
     }
     if velocities:
         schema["all_positions"] = (np.dtype(np.float32), (n_atoms, 3))  # nm, for restarts
@@ -56,6 +57,7 @@ class FrameReporter:
         velocities: bool = True,
         sim_id: int = 0,
         segment_id: int = 0,
+        structure_id: int = 0,
     ) -> None:
         if interval_steps < 1:
             raise ValueError(f"interval_steps must be >= 1, got {interval_steps}")
@@ -75,6 +77,7 @@ class FrameReporter:
         self.velocities = velocities
         self.sim_id = sim_id
         self.segment_id = segment_id
+        self.structure_id = structure_id
         self.seconds = 0.0  # total time spent in report()
         self.count = 0  # frames reported
 
@@ -102,6 +105,7 @@ class FrameReporter:
             "time_ps": np.float64(state.getTime().value_in_unit(unit.picosecond)),
             "sim_id": np.int64(self.sim_id),
             "segment_id": np.int64(self.segment_id),
+            "structure_id": np.int64(self.structure_id),
         }
         if self.velocities:
             frame["all_positions"] = all_nm.astype(np.float32)

@@ -41,27 +41,41 @@ class StreamingSimulation:
         self.ctx = ctx
         self.config = ctx.config.simulation
         self.sim_id = ctx.index
-        seed = None if self.config.seed is None else self.config.seed + self.sim_id
-        self.rng = np.random.default_rng(seed)
-        pdb = load_pdb(self.config.pdb_file)
-        reference = reference_ca_angstrom(self.config.reference_pdb or self.config.pdb_file)
-        self.simulation, self.platform = build_simulation(self.config, pdb, seed=seed)
-        ctx.events.event("platform", platform=self.platform)
-        ctx.update_status(platform=self.platform)
+        self.seed = None if self.config.seed is None else self.config.seed + self.sim_id
+        self.rng = np.random.default_rng(self.seed)
+        self.reference = reference_ca_angstrom(self.config.reference_pdb or self.config.pdb_file)
         self.catalog = OutlierCatalog(ctx.run.catalog_file)
         self.writer: FrameWriter | None = None
+        self.min_rmsd = float("inf")
+        self.structure_id, self.structure = self.config.structure_for(self.sim_id)
+        self.load_structure(self.structure_id)
+
+    def load_structure(self, structure_id: int) -> None:
+        """(Re)build the simulation from starting structure `structure_id`, keeping the clock."""
+        previous = getattr(self, "simulation", None)
+        segment = self.reporter.segment_id if previous is not None else 0
+        self.structure_id, self.structure = structure_id, self.config.structures()[structure_id]
+        self.simulation, self.platform = build_simulation(
+            self.config, load_pdb(self.structure), seed=self.seed
+        )
+        if previous is not None:
+            self.simulation.currentStep = previous.currentStep
+            self.simulation.context.setTime(previous.context.getState().getTime())
+        self.ctx.events.event("platform", platform=self.platform, structure=str(self.structure))
+        self.ctx.update_status(platform=self.platform, structure=str(self.structure))
         self.reporter = FrameReporter(
             self.config.steps_per_report,
             self._send,
             ca_indices(self.simulation.topology),
-            reference,
+            self.reference,
             cutoff_angstrom=self.config.contact_cutoff_angstrom,
             positions=self.config.positions,
             velocities=self.config.stream_velocities,
             sim_id=self.sim_id,
+            segment_id=segment,
+            structure_id=structure_id,
         )
         self.simulation.reporters.append(self.reporter)
-        self.min_rmsd = float("inf")
 
     def _send(self, frame: Frame) -> None:
         self.writer.write({name: np.asarray(value)[None] for name, value in frame.items()})
@@ -134,6 +148,12 @@ class StreamingSimulation:
         if record is None:
             logger.info("segment %d: catalog empty, continuing", segment)
             return None
+        if record.structure_id != self.structure_id:
+            if record.structure_id >= len(self.config.structures()):
+                logger.error("catalog record names structure %d of %d; continuing",
+                             record.structure_id, len(self.config.structures()))
+                return None
+            self.load_structure(record.structure_id)  # its topology, not ours
         n_atoms = self.simulation.topology.getNumAtoms()
         if record.positions.shape != (n_atoms, 3):
             logger.error(

@@ -8,7 +8,8 @@ the product of the strides; `input_size` and `padded_size` are saved with the we
 encoding uses exactly the preprocessing training used.
 
 This module is the model only: "train on these arrays for k epochs" (`CVAE.fit_maps`),
-`encode`, `save`/`load`. Reading data and publishing models live elsewhere.
+`encode`, `save`/`load`. Reading data and publishing models live elsewhere. `CVAEModel` wraps
+`CVAE` in the `ddmd_stream.ml.base.LatentModel` interface the trainer and the agent use.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,20 @@ import keras
 from keras import layers, ops
 
 from ddmd_stream.config import CVAEConfig
+from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel
+from ddmd_stream.ml.keras_utils import (
+    WEIGHTS_FILE,
+    ArrayBatches,
+    fit_batches,
+    load_weights,
+    save_weights,
+)
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.weights.h5"
-META_FILE = "model.json"
-FORMAT = "ddmd_stream.cvae"
+__all__ = ["CVAE", "META_FILE", "WEIGHTS_FILE", "CVAEModel"]
+
+FORMAT = MODEL_KINDS["cvae"].format
 FORMAT_VERSION = 1
 
 
@@ -88,39 +97,16 @@ def _check_maps(maps: np.ndarray, input_size: int, *, check_values: bool) -> np.
     return maps
 
 
-class _MapBatches(keras.utils.PyDataset):
+def _map_batches(
+    maps: np.ndarray,
+    padded_size: int,
+    batch_size: int,
+    shuffle: bool,
+    rng: np.random.Generator | None = None,
+) -> ArrayBatches:
     """Mini-batches of prepared maps, made on the fly (memory stays at uint8 size)."""
-
-    def __init__(
-        self,
-        maps: np.ndarray,
-        padded_size: int,
-        batch_size: int,
-        shuffle: bool,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        super().__init__(workers=1, use_multiprocessing=False)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.maps = maps
-        self.padded_size = padded_size
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rng = rng or np.random.default_rng()
-        self.order = np.arange(len(maps))
-        if shuffle:
-            self.rng.shuffle(self.order)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.maps) / self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray]:
-        idx = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-        return (prepare_maps(self.maps[idx], self.padded_size),)
-
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.rng.shuffle(self.order)
+    return ArrayBatches(maps, partial(prepare_maps, padded_size=padded_size), batch_size,
+                        shuffle, rng)
 
 
 # --------------------------------------------------------------------------- networks
@@ -277,35 +263,32 @@ class CVAE(keras.Model):
         epochs: int = 1,
         batch_size: int = 32,
         *,
-        callbacks: list[keras.callbacks.Callback] | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        restore_best: bool = False,
         verbose: int = 0,
     ) -> dict[str, list[float]]:
         """Train for `epochs` on (N, n, n) maps; history per epoch.
 
         Keys: loss, reconstruction_loss, kl_loss and their val_ forms; 'val_loss' is an empty
         list when there is no validation data. Optimizer state carries over between calls.
+        `restore_best`: end with the weights of the epoch with the lowest finite val_loss.
         """
         train_maps = _check_maps(train_maps, self.input_size, check_values=True)
         if len(train_maps) == 0:
             raise ValueError("no training maps")
-        train = _MapBatches(train_maps, self.padded_size, batch_size, shuffle=True, rng=self._rng)
+        train = _map_batches(train_maps, self.padded_size, batch_size, shuffle=True, rng=self._rng)
         val = None
         if val_maps is not None and len(val_maps) > 0:
             val_maps = _check_maps(val_maps, self.input_size, check_values=True)
-            val = _MapBatches(val_maps, self.padded_size, batch_size, shuffle=False)
-        result = self.fit(
-            train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose
-        )
-        history = {key: [float(v) for v in values] for key, values in result.history.items()}
-        history.setdefault("val_loss", [])
-        return history
+            val = _map_batches(val_maps, self.padded_size, batch_size, shuffle=False)
+        return fit_batches(self, train, val, epochs, callbacks, restore_best, verbose)
 
     def evaluate_maps(self, maps: np.ndarray, batch_size: int = 256) -> dict[str, float]:
         """Mean loss, reconstruction_loss and kl_loss on maps (one stochastic pass)."""
         maps = _check_maps(maps, self.input_size, check_values=True)
         if len(maps) == 0:
             raise ValueError("no maps to evaluate")
-        data = _MapBatches(maps, self.padded_size, batch_size, shuffle=False)
+        data = _map_batches(maps, self.padded_size, batch_size, shuffle=False)
         result = self.evaluate(data, verbose=0, return_dict=True)
         return {key: float(value) for key, value in result.items()}
 
@@ -341,10 +324,7 @@ class CVAE(keras.Model):
         """Write `model.weights.h5` and `model.json` into `directory` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # Keras' h5 writer trips numpy 2's __array__(copy=) deprecation; harmless.
-            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
-            self.save_weights(str(directory / WEIGHTS_FILE))
+        save_weights(self, directory)
         (directory / META_FILE).write_text(json.dumps(self.metadata(), indent=2) + "\n")
 
     @classmethod
@@ -370,5 +350,73 @@ class CVAE(keras.Model):
             )
         # Build the optimizer first so its saved state (RMSprop slots) loads too.
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(str(directory / WEIGHTS_FILE))
+        load_weights(model, directory)
         return model
+
+
+class CVAEModel(LatentModel):
+    """The CVAE behind the `LatentModel` interface: learns from `contact_map` (uint8 r×r)."""
+
+    kind = MODEL_KINDS["cvae"]
+
+    def __init__(self, network: CVAE) -> None:
+        self.network = network
+
+    @property
+    def latent_dim(self) -> int:
+        return self.network.cvae_config.latent_dim
+
+    @property
+    def config(self) -> CVAEConfig:
+        return self.network.cvae_config
+
+    @classmethod
+    def build(
+        cls,
+        config: CVAEConfig,
+        sample: np.ndarray,
+        seed: int | None = None,
+        extra_metadata: dict[str, Any] | None = None,
+    ) -> CVAEModel:
+        sample = np.asarray(sample) if not hasattr(sample, "shape") else sample
+        if sample.ndim != 3:
+            raise ValueError(f"contact maps must have shape (N, n, n), got {tuple(sample.shape)}")
+        network = CVAE.build_for(config, sample.shape[-1], seed=seed, extra_metadata=extra_metadata)
+        logger.info("built CVAE for %d×%d contact maps", network.input_size, network.input_size)
+        return cls(network)
+
+    def fit(
+        self,
+        train: np.ndarray,
+        val: np.ndarray | None = None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        *,
+        callbacks: Sequence[Any] | None = None,
+        restore_best: bool = False,
+        verbose: int = 0,
+    ) -> dict[str, list[float]]:
+        return self.network.fit_maps(train, val, epochs, batch_size, callbacks=callbacks,
+                                     restore_best=restore_best, verbose=verbose)
+
+    def evaluate(self, x: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+        return self.network.evaluate_maps(x, batch_size)
+
+    def encode(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return self.network.encode(x, batch_size)
+
+    def save(self, directory: str | Path) -> None:
+        self.network.save(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, seed: int | None = None) -> CVAEModel:
+        return cls(CVAE.load(directory, seed=seed))
+
+    def get_weights(self) -> list[np.ndarray]:
+        return list(self.network.get_weights())
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.network.set_weights(weights)
+
+    def metadata(self) -> dict[str, Any]:
+        return self.network.metadata()

@@ -26,7 +26,8 @@ class RingBuffer:
 
     def add(self, batch: Batch) -> None:
         if not self.arrays:
-            self.arrays = {n: np.empty((self.capacity, *a.shape[1:]), a.dtype) for n, a in batch.items()}
+            self.arrays = {n: np.empty((self.capacity, *a.shape[1:]), a.dtype)
+                           for n, a in batch.items()}
         count = len(next(iter(batch.values())))
         keep = min(count, self.capacity)
         positions = (self.next + np.arange(count - keep, count)) % self.capacity
@@ -66,7 +67,8 @@ class FrameWindow:
         """Read what is new in every store; returns the number of new frames."""
         for path in sorted(self.stream_dir.glob("agg-*.bp")):
             if path not in self.readers:
-                self.readers[path] = StoreReader(self.xml, self.io_name, path, self.liveness_timeout_s)
+                self.readers[path] = StoreReader(self.xml, self.io_name, path,
+                                                 self.liveness_timeout_s)
         new = 0
         for reader in self.readers.values():
             for batch in reader.read_new():

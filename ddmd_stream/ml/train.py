@@ -1,4 +1,8 @@
-"""Trainer task loop: incremental data window → CVAE rounds → best model published atomically."""
+"""Trainer task loop: incremental data window → model rounds → best model published atomically.
+
+The model is whatever `training.model` selects (`ddmd_stream.ml.base`); the window holds that
+model's `input_field` only.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import logging
 import math
 import resource
 import time
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
+from ddmd_stream.ml.base import LatentModel, model_for, model_kind
 from ddmd_stream.ml.data import FrameWindow
 from ddmd_stream.ml.registry import clean_stale_tmp, prune_versions, publish_model
 from ddmd_stream.task import TaskContext
@@ -18,6 +23,17 @@ logger = logging.getLogger(__name__)
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (MB): VmHWM where Linux has it, else ru_maxrss.
+
+    Linux carries ru_maxrss across fork + exec, so a task started by a big parent would report
+    the parent's peak; VmHWM belongs to the task's own address space.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -38,10 +54,12 @@ class Trainer:
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx
         self.settings = ctx.config.training
+        self.input_field = model_kind(self.settings.model).input_field
         streams = ctx.config.streams
         self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
-                                  ["contact_map"], self.settings.max_samples, streams.liveness_timeout_s)
-        self.model: Any = None
+                                  [self.input_field], self.settings.max_samples,
+                                  streams.liveness_timeout_s)
+        self.model: LatentModel | None = None
         self.published_weights: list[np.ndarray] | None = None
         self.best_val = math.inf
         self.round = 0
@@ -60,56 +78,56 @@ class Trainer:
             self.ctx.sleep(self.settings.round_interval_s - (time.monotonic() - started))
         self.window.close()
 
-    def _ensure_model(self, map_size: int) -> None:
+    def _ensure_model(self, sample: np.ndarray) -> LatentModel:
         if self.model is None:
-            from ddmd_stream.ml.cvae import CVAE
-
-            if self.settings.seed is not None:
-                import keras
-
-                keras.utils.set_random_seed(self.settings.seed)
-            self.model = CVAE.build_for(self.settings.model, map_size, seed=self.settings.seed)
-            logger.info("built CVAE for %d×%d contact maps", map_size, map_size)
+            self.model = model_for(self.settings, sample[:1], seed=self.settings.seed)
+            logger.info("built %s model for %s of shape %s", self.settings.model,
+                        self.input_field, sample.shape[1:])
+        return self.model
 
     def train_round(self) -> int | None:
         """One round; returns the published version, if any."""
-        maps = self.window.latest()["contact_map"]
-        self._ensure_model(maps.shape[1])
-        first = self.window.total_seen - len(maps)
-        train_idx, val_idx = split_train_val(first, len(maps), self.settings.validation_split)
-        train, val = maps[train_idx], maps[val_idx]
+        data = self.window.latest()[self.input_field]
+        model = self._ensure_model(data)
+        first = self.window.total_seen - len(data)
+        train_idx, val_idx = split_train_val(first, len(data), self.settings.validation_split)
+        train, val = data[train_idx], data[val_idx]
         self.round += 1
-        with self.ctx.events.span("train_round", round=self.round, samples=len(maps)) as info:
+        with self.ctx.events.span("train_round", round=self.round, samples=len(data)) as info:
             baseline = self._published_loss(val)
-            history = self.model.fit_maps(train, val, epochs=self.settings.epochs,
-                                          batch_size=self.settings.batch_size,
-                                          callbacks=[_BestWeights()])
-            best = self.model.best_val_loss
+            history = model.fit(train, val, epochs=self.settings.epochs,
+                                batch_size=self.settings.batch_size, restore_best=True)
+            best = min((v for v in history["val_loss"] if math.isfinite(v)), default=math.inf)
             info.update(loss=history["loss"][-1], val_loss=best, baseline=baseline,
                         epochs=self.settings.epochs, rss_mb=peak_rss_mb())
         version = None
         if math.isfinite(best) and best < baseline:
-            version = self.publish(best, len(maps))
+            version = self.publish(best, len(data))
         elif not math.isfinite(best) and self.published_weights is not None:
-            logger.warning("round %d: non-finite validation loss; back to the published weights", self.round)
-            self.model.set_weights(self.published_weights)
-        self.ctx.update_status(round=self.round, samples=len(maps), seen=self.window.total_seen,
+            logger.warning("round %d: non-finite validation loss; back to the published weights",
+                           self.round)
+            model.set_weights(self.published_weights)
+        self.ctx.update_status(round=self.round, samples=len(data), seen=self.window.total_seen,
                                val_loss=best, best_val_loss=self.best_val, rss_mb=peak_rss_mb(),
                                state="training")
-        logger.info("round %d: %d samples, val loss %.3f (published %.3f)%s", self.round, len(maps),
+        logger.info("round %d: %d samples, val loss %.3f (published %.3f)%s", self.round, len(data),
                     best, baseline, f", published v{version}" if version else "")
         return version
 
     def _published_loss(self, val: np.ndarray) -> float:
         """Loss of the published model on this round's validation data (inf when none)."""
-        if self.published_weights is None or len(val) == 0:
+        if self.model is None or self.published_weights is None or len(val) == 0:
             return math.inf
         self.model.set_weights(self.published_weights)
-        return self.model.evaluate_maps(val, batch_size=self.settings.batch_size)["loss"]
+        return self.model.evaluate(val, batch_size=self.settings.batch_size)["loss"]
 
     def publish(self, val_loss: float, samples: int) -> int:
-        metadata = {"val_loss": val_loss, "samples": samples, "samples_seen": self.window.total_seen,
-                    "round": self.round, "task": self.ctx.name}
+        if self.model is None:
+            raise RuntimeError("no model to publish yet")
+        metadata = {"val_loss": val_loss, "samples": samples,
+                    "samples_seen": self.window.total_seen, "round": self.round,
+                    "task": self.ctx.name, "model": self.settings.model,
+                    "input_field": self.input_field}
         with self.ctx.events.span("publish_model") as info:
             version = publish_model(self.ctx.run.model_dir, self.model.save, metadata)
             info["version"] = version
@@ -118,30 +136,6 @@ class Trainer:
         self.best_val = val_loss
         self.ctx.update_status(model_version=version)
         return version
-
-
-class _BestWeights:
-    """Keras callback factory keeping the weights of the best validation epoch (restored at end)."""
-
-    def __new__(cls) -> Any:
-        import keras
-
-        class BestWeights(keras.callbacks.Callback):
-            def on_train_begin(self, logs: dict | None = None) -> None:
-                self.best, self.weights = math.inf, None
-                self.model.best_val_loss = math.inf
-
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                loss = float((logs or {}).get("val_loss", math.inf))
-                if math.isfinite(loss) and loss < self.best:
-                    self.best, self.weights = loss, self.model.get_weights()
-
-            def on_train_end(self, logs: dict | None = None) -> None:
-                if self.weights is not None:
-                    self.model.set_weights(self.weights)
-                self.model.best_val_loss = self.best
-
-        return BestWeights()
 
 
 def main(ctx: TaskContext) -> None:
