@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,10 +82,20 @@ class TaskContext:
         self.name = f"{task.role}-{task.index:04d}"
         self.dir = self.run.task_dir(task.role, task.index)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._use_node_local_tmp()
         self.events = EventRecorder(self.dir / "events.jsonl", self.name)
         self.stop_requested = False
         self._status: dict[str, Any] = {}
         self._last_heartbeat = 0.0
+
+    def _use_node_local_tmp(self) -> None:
+        """With node-local storage, the task's temporary files go there too."""
+        if self.run.scratch is None:
+            return
+        tmp = self.run.scratch / "tmp" / self.name
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.environ["TMPDIR"] = str(tmp)
+        tempfile.tempdir = None  # re-read TMPDIR
 
     @property
     def index(self) -> int:
