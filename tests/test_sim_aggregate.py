@@ -59,6 +59,9 @@ def test_two_simulations_stream_every_frame(make_config, processes, xml: Path) -
     assert len(set(ids)) == len(ids), "a frame was stored twice"
     assert all(step % config.simulation.steps_per_report == 0 for _, step in ids)
 
+    world_writable = [p for p in run.rglob("*") if p.stat().st_mode & 0o002]
+    assert not world_writable, world_writable
+
     from ddmd_stream.md.system import reference_ca_angstrom
 
     reference = reference_ca_angstrom(config.simulation.pdb_file)
