@@ -84,3 +84,18 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             except OSError:
                 process.kill()
             process.wait(timeout=10)
+
+
+def stop_launcher(launcher: subprocess.Popen, run_dir: Path, grace_s: float = 90.0) -> None:
+    """End a launcher a test started, whatever state it is in, and everything of its run."""
+    from ddmd_stream.workflow.cleanup import kill_leftovers
+
+    if launcher.poll() is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "STOP").write_text("test cleanup\n")
+        try:
+            launcher.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            launcher.wait()
+    kill_leftovers(run_dir, grace_s=2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BP5_XML, SST_XML, wait_for
+from conftest import BP5_XML, SST_XML, stop_launcher, wait_for
 
 from ddmd_stream.catalog import OutlierCatalog
 from ddmd_stream.ml.registry import latest_version
@@ -74,9 +74,7 @@ def test_workflow_through_entk(tmp_path: Path, xml: Path) -> None:
         (run / "STOP").write_text("test done\n")
         output, _ = launcher.communicate(timeout=120)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        stop_launcher(launcher, run)
     elapsed = time.monotonic() - started
     assert launcher.returncode == 0, output[-3000:]
     assert elapsed < 300

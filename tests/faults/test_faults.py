@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from conftest import SST_XML, wait_for
+from conftest import SST_XML, stop_launcher, wait_for
 
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.ml.registry import latest_version, publish_model
@@ -79,13 +79,9 @@ def workflow(tmp_path_factory: pytest.TempPathFactory):
                                 stdout=log, stderr=subprocess.STDOUT)
     ready = wait_for(lambda: catalog_version(run) >= 1, timeout_s=240, interval_s=2)
     yield run, launcher, ready
-    (run / "STOP").write_text("tests done\n")
     try:
-        launcher.wait(timeout=180)
+        stop_launcher(launcher, run, grace_s=180)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
         log.close()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import stop_launcher, wait_for
 from test_faults import RUN_CONFIG
 
 from ddmd_stream.workflow.cleanup import find_leftovers
@@ -46,9 +46,7 @@ def test_signal_stops_everything(tmp_path: Path, phase: str) -> None:
             launcher.send_signal(signal.SIGTERM)
         output, _ = launcher.communicate(timeout=180)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        stop_launcher(launcher, run)
     assert "Traceback" not in output, output[-3000:]
     assert (run / "STOP").exists()
     assert wait_for(lambda: find_leftovers(run) == [], timeout_s=20), find_leftovers(run)
