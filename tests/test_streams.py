@@ -240,10 +240,10 @@ def test_file_writer_on_another_host_dies_after_liveness_timeout(tmp_path: Path)
 
 @XMLS
 def test_one_poller_serves_four_streams_round_robin(tmp_path: Path, xml: Path) -> None:
-    n, keys = 12, [0, 1, 2, 3]
+    n, keys = 40, [0, 1, 2, 3]  # ~2 s of writing each: rounds overlap even on a busy machine
     paths = {key: tmp_path / f"sim-{key:04d}" for key in keys}
     release = tmp_path / "all-read"
-    writers = [start_writer(paths[key], xml, n=n, first=key * 100, delay=0.01,
+    writers = [start_writer(paths[key], xml, n=n, first=key * 100, delay=0.05,
                             close_after=str(release)) for key in keys]
     poller = StreamPoller(xml, "SimulationOutput", paths, open_timeout_s=20, liveness_timeout_s=5)
     got: dict[int, list[int]] = {key: [] for key in keys}
