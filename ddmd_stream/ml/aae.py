@@ -33,7 +33,6 @@ a hand-written step, and Keras 3 has no backend-neutral gradient API); everythin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -48,8 +47,16 @@ import keras
 from keras import layers, ops
 
 from ddmd_stream.config import AAEConfig
-from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel
-from ddmd_stream.ml.keras_utils import ArrayBatches, fit_batches, load_weights, save_weights
+from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel, read_model_meta
+from ddmd_stream.ml.keras_utils import (
+    ArrayBatches,
+    encode_batches,
+    evaluate_batches,
+    fit_batches,
+    load_weights,
+    model_metadata,
+    save_model_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -451,20 +458,13 @@ class AAEModel(LatentModel):
         x = self._check(x)
         if len(x) == 0:
             raise ValueError("no clouds to evaluate")
-        data = ArrayBatches(x, self.prepare, batch_size, shuffle=False)
-        result = self.network.evaluate(data, verbose=0, return_dict=True)
-        return {key: float(value) for key, value in result.items()}
+        return evaluate_batches(
+            self.network, ArrayBatches(x, self.prepare, batch_size, shuffle=False)
+        )
 
     def encode(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         x = self._check(x)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.empty((len(x), self.latent_dim), dtype=np.float32)
-        for start in range(0, len(x), batch_size):
-            batch = self.prepare(x[start : start + batch_size])
-            z_mean, _ = self.network.encoder.predict_on_batch(batch)
-            out[start : start + len(batch)] = np.asarray(z_mean)
-        return out
+        return encode_batches(self.network.encoder, x, self.prepare, self.latent_dim, batch_size)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """decode(z_mean) in Å, centred (for inspection; small batches)."""
@@ -480,41 +480,29 @@ class AAEModel(LatentModel):
     # ----------------------------------------------------------------- persistence
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.model_dump(mode="json"),
-            "input_field": self.input_field,
-            "input_points": self.input_points,
-            "num_points": self.num_points,
-            "latent_dim": self.latent_dim,
-            "input_preparation": {
+        return model_metadata(
+            FORMAT,
+            FORMAT_VERSION,
+            self.config,
+            self.extra_metadata,
+            input_field=self.input_field,
+            input_points=self.input_points,
+            num_points=self.num_points,
+            latent_dim=self.latent_dim,
+            input_preparation={
                 "centre": "per-cloud centroid of the chosen points (equal weights)",
                 "units": "angstrom",
                 **self.input_statistics(),
             },
-            "keras_version": keras.__version__,
-            "backend": keras.backend.backend(),
-            "extra": dict(self.extra_metadata),
-        }
+        )
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_weights(self.network, directory)
-        (directory / META_FILE).write_text(json.dumps(self.metadata(), indent=2) + "\n")
+        save_model_files(directory, self.network, self.metadata())
 
     @classmethod
     def load(cls, directory: str | Path, seed: int | None = None) -> AAEModel:
         directory = Path(directory)
-        meta = json.loads((directory / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{directory / META_FILE}: not a {FORMAT} model")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"{directory / META_FILE}: format_version {meta['format_version']} is newer "
-                f"than this code ({FORMAT_VERSION})"
-            )
+        meta = read_model_meta(directory, FORMAT, FORMAT_VERSION)
         config = AAEConfig.model_validate(meta["config"])
         model = cls.create(config, int(meta["input_points"]), seed=seed,
                            extra_metadata=meta.get("extra"))

@@ -86,9 +86,25 @@ def model_for(
     return cls.build(training.model_settings, sample, seed=seed, extra_metadata=extra_metadata)
 
 
-def read_model_meta(directory: str | Path) -> dict[str, Any]:
-    """The `model.json` of a saved model."""
-    meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
+def read_model_meta(
+    directory: str | Path,
+    expected_format: str | None = None,
+    max_version: int | None = None,
+) -> dict[str, Any]:
+    """The `model.json` of a saved model.
+
+    With `expected_format`, raises ValueError unless it records that format; with `max_version`,
+    also when its "format_version" is newer than this code reads.
+    """
+    path = Path(directory) / META_FILE
+    meta: dict[str, Any] = json.loads(path.read_text())
+    if expected_format is not None and meta.get("format") != expected_format:
+        raise ValueError(f"{path}: not a {expected_format} model")
+    if max_version is not None and meta.get("format_version", 0) > max_version:
+        raise ValueError(
+            f"{path}: format_version {meta['format_version']} is newer "
+            f"than this code ({max_version})"
+        )
     return meta
 
 

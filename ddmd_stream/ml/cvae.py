@@ -14,7 +14,6 @@ This module is the model only: "train on these arrays for k epochs" (`CVAE.fit_m
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -31,13 +30,16 @@ import keras
 from keras import layers, ops
 
 from ddmd_stream.config import CVAEConfig
-from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel
+from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel, read_model_meta
 from ddmd_stream.ml.keras_utils import (
     WEIGHTS_FILE,
     ArrayBatches,
+    encode_batches,
+    evaluate_batches,
     fit_batches,
     load_weights,
-    save_weights,
+    model_metadata,
+    save_model_files,
 )
 
 logger = logging.getLogger(__name__)
@@ -289,56 +291,37 @@ class CVAE(keras.Model):
         if len(maps) == 0:
             raise ValueError("no maps to evaluate")
         data = _map_batches(maps, self.padded_size, batch_size, shuffle=False)
-        result = self.evaluate(data, verbose=0, return_dict=True)
-        return {key: float(value) for key, value in result.items()}
+        return evaluate_batches(self, data)
 
     def encode(self, maps: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """z_mean of (N, n, n) maps as float32 (N, latent_dim); batched, bounded memory."""
         maps = _check_maps(maps, self.input_size, check_values=False)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.empty((len(maps), self.cvae_config.latent_dim), dtype=np.float32)
-        for start in range(0, len(maps), batch_size):
-            x = prepare_maps(maps[start : start + batch_size], self.padded_size)
-            z_mean, _ = self.encoder.predict_on_batch(x)
-            out[start : start + len(x)] = np.asarray(z_mean)
-        return out
+        prepare = partial(prepare_maps, padded_size=self.padded_size)
+        return encode_batches(self.encoder, maps, prepare, self.cvae_config.latent_dim, batch_size)
 
     # ----------------------------------------------------------------- persistence
 
     def metadata(self) -> dict[str, Any]:
         """What `model.json` holds."""
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": self.cvae_config.model_dump(mode="json"),
-            "input_size": self.input_size,
-            "padded_size": self.padded_size,
-            "latent_dim": self.cvae_config.latent_dim,
-            "keras_version": keras.__version__,
-            "backend": keras.backend.backend(),
-            "extra": dict(self.extra_metadata),
-        }
+        return model_metadata(
+            FORMAT,
+            FORMAT_VERSION,
+            self.cvae_config,
+            self.extra_metadata,
+            input_size=self.input_size,
+            padded_size=self.padded_size,
+            latent_dim=self.cvae_config.latent_dim,
+        )
 
     def save(self, directory: str | Path) -> None:  # type: ignore[override]
         """Write `model.weights.h5` and `model.json` into `directory` (created if needed)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_weights(self, directory)
-        (directory / META_FILE).write_text(json.dumps(self.metadata(), indent=2) + "\n")
+        save_model_files(directory, self, self.metadata())
 
     @classmethod
     def load(cls, directory: str | Path, seed: int | None = None) -> CVAE:
         """Rebuild a CVAE saved by `save` (compiled, weights and optimizer state restored)."""
         directory = Path(directory)
-        meta = json.loads((directory / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{directory / META_FILE}: not a {FORMAT} model")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"{directory / META_FILE}: format_version {meta['format_version']} is newer "
-                f"than this code ({FORMAT_VERSION})"
-            )
+        meta = read_model_meta(directory, FORMAT, FORMAT_VERSION)
         config = CVAEConfig.model_validate(meta["config"])
         model = cls.build_for(
             config, int(meta["input_size"]), seed=seed, extra_metadata=meta.get("extra")

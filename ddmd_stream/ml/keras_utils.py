@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -15,6 +16,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+
+from ddmd_stream.ml.base import META_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +106,58 @@ def save_weights(model: keras.Model, directory: Path) -> None:
 
 def load_weights(model: keras.Model, directory: Path) -> None:
     model.load_weights(str(directory / WEIGHTS_FILE))
+
+
+def evaluate_batches(model: keras.Model, data: keras.utils.PyDataset) -> dict[str, float]:
+    """`model.evaluate` on a batch source; its metrics as floats."""
+    result = model.evaluate(data, verbose=0, return_dict=True)
+    return {key: float(value) for key, value in result.items()}
+
+
+def encode_batches(
+    encoder: keras.Model,
+    array: np.ndarray,
+    prepare: Callable[[np.ndarray], np.ndarray],
+    latent_dim: int,
+    batch_size: int,
+) -> np.ndarray:
+    """z_mean (the encoder's first output) of `prepare(array[rows])`, batch by batch.
+
+    float32 (N, latent_dim); memory stays bounded by one prepared batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = np.empty((len(array), latent_dim), dtype=np.float32)
+    for start in range(0, len(array), batch_size):
+        batch = prepare(array[start : start + batch_size])
+        z_mean, _ = encoder.predict_on_batch(batch)
+        out[start : start + len(batch)] = np.asarray(z_mean)
+    return out
+
+
+def model_metadata(
+    fmt: str,
+    format_version: int,
+    config: Any,
+    extra: dict[str, Any],
+    **fields: Any,
+) -> dict[str, Any]:
+    """What a model's `model.json` holds: format, version and config (a pydantic model), the
+    model's own `fields`, then the Keras version and backend and the caller's `extra`."""
+    return {
+        "format": fmt,
+        "format_version": format_version,
+        "config": config.model_dump(mode="json"),
+        **fields,
+        "keras_version": keras.__version__,
+        "backend": keras.backend.backend(),
+        "extra": dict(extra),
+    }
+
+
+def save_model_files(directory: str | Path, network: keras.Model, metadata: dict[str, Any]) -> None:
+    """Write `network`'s weights and `metadata` as `model.json` into `directory` (created)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(network, directory)
+    (directory / META_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
