@@ -49,7 +49,20 @@ class WorkflowConfig(Section):
     run_dir: Path = Field(
         Path("runs/ddmd"), description="Run directory; everything of a run goes here."
     )
-    mode: Literal["streaming"] = Field("streaming", description="Workflow pattern.")
+    mode: Literal["streaming", "sequential", "plain"] = Field(
+        "streaming",
+        description="Workflow pattern: streaming (DeepDriveMD-S, all roles at once); sequential "
+        "(DeepDriveMD-F: stages of one segment per simulation, then training, then the agent); "
+        "plain (simulations + aggregators only, no steering: the control for sampling).",
+    )
+    train_every: int = Field(
+        1, ge=1, description="sequential: run the training stage every this many iterations."
+    )
+    max_iterations: int | None = Field(
+        None,
+        ge=1,
+        description="sequential: stop after this many iterations (none: at duration_s).",
+    )
     engine: Literal["entk", "local"] = Field(
         "entk",
         description="Task engine: RADICAL-EnTK (default) or plain subprocesses for debugging.",

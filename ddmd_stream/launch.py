@@ -2,7 +2,8 @@
 
 Builds the run directory and the task plan, starts the four roles as concurrent tasks
 (RADICAL-EnTK by default), shows progress, stops on wall time / target / STOP / Ctrl-C, and
-cleans up anything left behind.
+cleans up anything left behind. `workflow.mode: sequential` runs them in repeating stages
+instead (workflow/sequential.py); `plain` runs simulations and aggregators only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from ddmd_stream.config import RunConfig, check_inputs, load_config
 from ddmd_stream.errors import InputError
 from ddmd_stream.rundir import RunDir
-from ddmd_stream.streams import engine_parameters, validate_xml
+from ddmd_stream.streams import engine_parameters, engine_type, is_file_engine, validate_xml
 from ddmd_stream.workflow.plan import TaskPlan
 
 logger = logging.getLogger("ddmd_stream.launch")
@@ -73,6 +74,7 @@ def check_everything(config: RunConfig, plan: TaskPlan | None = None) -> list[st
         problems.append(f"streams.adios_xml: {xml_problem}")
     else:
         problems.extend(_check_loopback(config))
+        problems.extend(_check_sequential_store(config))
     if not problems:
         problems.extend(_check_structures(config))
     from ddmd_stream.workflow.resources import check_resources
@@ -100,6 +102,19 @@ def _check_loopback(config: RunConfig) -> list[str]:
     return problems
 
 
+def _check_sequential_store(config: RunConfig) -> list[str]:
+    """Sequential mode: simulations write their stores with the aggregator IO, which must be a
+    file engine (there is no reader while they run)."""
+    streams = config.streams
+    if config.workflow.mode != "sequential":
+        return []
+    engine = engine_type(streams.adios_xml, streams.aggregator_io)
+    if is_file_engine(engine):
+        return []
+    return [f"streams.adios_xml: {streams.adios_xml}: {streams.aggregator_io} uses {engine}; "
+            "workflow.mode sequential writes stores with it: use a file engine (BP5, BP4)"]
+
+
 def _check_structures(config: RunConfig) -> list[str]:
     from ddmd_stream.md.system import check_simulation_inputs
 
@@ -116,6 +131,7 @@ def _preview_plan(config: RunConfig) -> TaskPlan:
 def print_plan(plan: TaskPlan, config: RunConfig) -> None:
     run = RunDir(plan.run_dir, config.streams.node_local_path)
     print(f"run directory : {run.root}")
+    print(f"mode          : {config.workflow.mode}")
     print(f"engine        : {config.workflow.engine} on {config.resources.resource}")
     print(
         f"ADIOS XML     : {config.streams.adios_xml} ({config.streams.simulation_io} → "
@@ -165,7 +181,7 @@ def execute(config: RunConfig) -> int:
         "run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine
     )
     try:
-        states = run_engine(config, plan)
+        states = run_engine(config, plan, deadline)
     finally:
         monitor.stop()
         killed = kill_leftovers(run.root)
@@ -180,12 +196,16 @@ def execute(config: RunConfig) -> int:
     return 1 if failed else 0
 
 
-def run_engine(config: RunConfig, plan: TaskPlan) -> dict[str, str]:
+def run_engine(config: RunConfig, plan: TaskPlan, deadline: float) -> dict[str, str]:
     restarts = config.workflow.max_task_restarts
 
     def on_event(name: str, data: dict) -> None:
         logger.info("%s %s", name, data)
 
+    if config.workflow.mode == "sequential":
+        from ddmd_stream.workflow.sequential import run_sequential
+
+        return run_sequential(plan, config, deadline, on_event)
     if config.workflow.engine == "local":
         from ddmd_stream.workflow.local import run_local
 

@@ -57,8 +57,19 @@ class RunDir:
     def aggregator_store(self, agg_id: int) -> Path:
         return self.stream_dir / f"agg-{agg_id:04d}.bp"
 
+    def sim_store(self, sim_id: int) -> Path:
+        """Sequential mode: the BP store a simulation appends its segments to (no aggregator).
+
+        Named `agg-sim-*.bp` so that readers of the aggregated stores (`agg-*.bp`) find it."""
+        return self.stream_dir / f"agg-sim-{sim_id:04d}.bp"
+
     def aggregator_stores(self) -> list[Path]:
+        """Every store of frames: the aggregators' and, in sequential mode, the simulations'."""
         return sorted(self.stream_dir.glob("agg-*.bp"))
+
+    def sim_checkpoint(self, sim_id: int) -> Path:
+        """Sequential mode: a simulation's state between its stages (positions, velocities)."""
+        return self.task_dir("sim", sim_id) / "state.npz"
 
     @property
     def model_dir(self) -> Path:

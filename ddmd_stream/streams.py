@@ -370,6 +370,52 @@ class FrameWriter:
         self.close()
 
 
+class BatchingWriter:
+    """A FrameWriter that collects batches and writes them as one step on `flush()`.
+
+    Same interface as FrameWriter (write, heartbeat, close, counters); `close` flushes first.
+    Used where readers come after the writer (sequential mode: a segment becomes one step).
+    """
+
+    def __init__(self, writer: FrameWriter):
+        self.writer = writer
+        self.path = writer.path
+        self.pending: list[Batch] = []
+
+    def write(self, batch: Mapping[str, np.ndarray]) -> None:
+        self.pending.append({name: np.array(value) for name, value in batch.items()})
+
+    def flush(self) -> int:
+        """Write what was collected as one step; returns its frame count."""
+        if not self.pending:
+            return 0
+        batch = concat_batches(self.pending)
+        self.pending.clear()
+        self.writer.write(batch)
+        return len(next(iter(batch.values())))
+
+    def heartbeat(self, force: bool = False) -> None:
+        self.writer.heartbeat(force)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.writer.close()
+
+    @property
+    def put_seconds(self) -> float:
+        return self.writer.put_seconds
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    @property
+    def bytes_written(self) -> int:
+        return self.writer.bytes_written
+
+
 def _writable(value: np.ndarray) -> np.ndarray:
     """ADIOS rejects bool arrays and needs contiguous memory."""
     array = np.ascontiguousarray(value)

@@ -41,6 +41,7 @@ class TaskFile:
     run_dir: Path
     deadline: float  # time.time() by which the task must have stopped
     members: list[int] = field(default_factory=list)  # e.g. the simulations of an aggregator
+    once: bool = False  # sequential mode: one iteration (segment, round, cycle), then exit
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,7 @@ class TaskFile:
             "run_dir": str(self.run_dir),
             "deadline": self.deadline,
             "members": list(self.members),
+            "once": self.once,
         }
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -63,6 +65,7 @@ class TaskFile:
                 Path(data["run_dir"]),
                 float(data["deadline"]),
                 [int(m) for m in data.get("members") or []],
+                bool(data.get("once", False)),
             )
         except FileNotFoundError:
             raise ConfigError(f"{path}: task file not found") from None
@@ -104,6 +107,11 @@ class TaskContext:
     @property
     def members(self) -> list[int]:
         return self.task.members
+
+    @property
+    def once(self) -> bool:
+        """Sequential mode: do one iteration of the role's loop, then return."""
+        return self.task.once
 
     def should_stop(self) -> bool:
         """STOP file, deadline or a signal; also beats the heartbeat when it is due."""

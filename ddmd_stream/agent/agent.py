@@ -13,6 +13,7 @@ from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.ml.base import LatentModel, load_model, model_kind, resolve_detector
 from ddmd_stream.ml.data import FrameWindow
 from ddmd_stream.ml.registry import latest_version
+from ddmd_stream.profile.events import read_events
 from ddmd_stream.task import TaskContext
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,18 @@ class Agent:
         self.model: LatentModel | None = None
         self.model_version = 0
         self.cycle_count = 0
+        self.first_cycle = 1  # the cycle that may search the detector's parameters
 
     def run(self) -> None:
+        if self.ctx.once:  # sequential mode: a process per cycle; number cycles across them
+            self.cycle_count = sum(e.get("event") == "cycle"
+                                   for e in read_events(self.ctx.dir / "events.jsonl"))
+            self.first_cycle = self.cycle_count + 1
         while not self.ctx.should_stop():
             started = time.monotonic()
             ran = self.cycle()
+            if self.ctx.once:  # sequential mode: one cycle per stage
+                break
             wait = self.settings.cycle_interval_s if ran else 1.0
             self.ctx.sleep(wait - (time.monotonic() - started))
         self.window.close()
@@ -85,7 +93,7 @@ class Agent:
     def detect(self, latents: np.ndarray) -> Detection:
         """Detect outliers; the first cycle may search its parameters (e.g. DBSCAN's eps)."""
         adaptive = getattr(self.detector, "detect_adaptive", None)
-        if self.cycle_count == 1 and adaptive is not None:
+        if self.cycle_count == self.first_cycle and adaptive is not None:
             return adaptive(latents)
         return self.detector.detect(latents)
 

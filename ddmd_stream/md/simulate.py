@@ -10,10 +10,11 @@ import numpy as np
 import openmm.unit as unit
 
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord, pick_restart
+from ddmd_stream.md.checkpoint import load_state, restore_state, save_state
 from ddmd_stream.md.geometry import ca_indices
 from ddmd_stream.md.reporter import Frame, FrameReporter
 from ddmd_stream.md.system import build_simulation, load_pdb, reference_ca_angstrom
-from ddmd_stream.streams import FrameWriter
+from ddmd_stream.streams import BatchingWriter, FrameWriter
 from ddmd_stream.task import TaskContext
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class StreamingSimulation:
 
     def open_stream(self) -> None:
         streams = self.ctx.config.streams
+        if self.ctx.config.workflow.mode == "sequential":  # own store, one step per segment
+            self.writer = BatchingWriter(FrameWriter(
+                streams.adios_xml, streams.aggregator_io, self.ctx.run.sim_store(self.sim_id),
+                streams.open_timeout_s, append=True))
+            return
         self.writer = FrameWriter(
             streams.adios_xml,
             streams.simulation_io,
@@ -93,10 +99,14 @@ class StreamingSimulation:
     def run(self) -> None:
         self.open_stream()
         try:
-            segment = 0
+            segment = self.resume() if self.ctx.once else 0
             while not self.ctx.should_stop():
                 self.run_segment(segment)
                 segment += 1
+                if self.ctx.once:  # sequential mode: one segment per stage
+                    save_state(self.ctx.run.sim_checkpoint(self.sim_id), self.simulation,
+                               segment, self.structure_id)
+                    break
                 if not self.ctx.should_stop():
                     self.restart(segment)
         finally:
@@ -104,6 +114,19 @@ class StreamingSimulation:
             self.ctx.events.event(
                 "stream_closed", frames=self.writer.frames_written, bytes=self.writer.bytes_written
             )
+
+    def resume(self) -> int:
+        """Sequential mode: continue from this simulation's last stage, then from the catalog.
+
+        Returns the number of the segment to run (0 on the first stage)."""
+        state = load_state(self.ctx.run.sim_checkpoint(self.sim_id))
+        if state is None:
+            return 0
+        if state.structure_id != self.structure_id:
+            self.load_structure(state.structure_id)
+        restore_state(self.simulation, state)
+        self.restart(state.segment)
+        return state.segment
 
     def run_segment(self, segment: int) -> SegmentTimes:
         self.reporter.segment_id = segment
@@ -117,6 +140,9 @@ class StreamingSimulation:
                 self.simulation.step(chunk)
                 self.writer.heartbeat()  # readers on other hosts judge liveness by it
                 steps_left -= chunk
+            if isinstance(self.writer, BatchingWriter):  # sequential mode: the segment's frames
+                with self.ctx.events.span("write") as written:
+                    written["frames"] = self.writer.flush()
             times.total = time.perf_counter() - started
             times.reporter = self.reporter.seconds - before[0]
             times.put = self.writer.put_seconds - before[1]
@@ -142,6 +168,8 @@ class StreamingSimulation:
 
     def restart(self, segment: int) -> OutlierRecord | None:
         """Continue from an outlier of the catalog, or from the current state when it is empty."""
+        if self.ctx.config.workflow.mode == "plain":  # the unsteered control: never restart
+            return None
         record = pick_restart(
             self.catalog.load_last_good(), self.sim_id, self.config.restart_policy, self.rng
         )

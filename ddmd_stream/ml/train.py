@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ddmd_stream.ml.base import LatentModel, model_for, model_kind
+from ddmd_stream.ml.base import LatentModel, ModelError, load_model, model_for, model_kind
 from ddmd_stream.ml.data import FrameWindow
-from ddmd_stream.ml.registry import clean_stale_tmp, prune_versions, publish_model
+from ddmd_stream.ml.registry import (
+    clean_stale_tmp,
+    latest_version,
+    prune_versions,
+    publish_model,
+    read_meta,
+)
+from ddmd_stream.profile.events import read_events
 from ddmd_stream.task import TaskContext
 
 logger = logging.getLogger(__name__)
@@ -72,18 +79,44 @@ class Trainer:
                 info["new"] = self.window.update()
             if len(self.window) < self.settings.min_samples:
                 self.ctx.update_status(samples=len(self.window), state="waiting for data")
+                if self.ctx.once:
+                    break
                 self.ctx.sleep(1.0)
                 continue
             self.train_round()
+            if self.ctx.once:  # sequential mode: one round per stage
+                break
             self.ctx.sleep(self.settings.round_interval_s - (time.monotonic() - started))
         self.window.close()
 
     def _ensure_model(self, sample: np.ndarray) -> LatentModel:
+        if self.model is None and self.ctx.once:
+            self._continue_published()
         if self.model is None:
             self.model = model_for(self.settings, sample[:1], seed=self.settings.seed)
             logger.info("built %s model for %s of shape %s", self.settings.model,
                         self.input_field, sample.shape[1:])
         return self.model
+
+    def _continue_published(self) -> None:
+        """Sequential mode: start from the newest published model (a fresh process per stage)."""
+        self.round = sum(e.get("event") == "train_round"
+                         for e in read_events(self.ctx.dir / "events.jsonl"))
+        latest = latest_version(self.ctx.run.model_dir)
+        if latest is None:
+            return
+        version, path = latest
+        try:
+            self.model = load_model(path, seed=self.settings.seed)
+            meta = read_meta(path)
+        except (ModelError, OSError, ValueError) as error:
+            logger.error("cannot continue from model v%d: %s; training a new one", version, error)
+            self.model = None
+            return
+        self.published_weights = self.model.get_weights()
+        self.best_val = float(meta.get("val_loss", math.inf))
+        self.ctx.update_status(model_version=version, best_val_loss=self.best_val)
+        logger.info("continuing from model v%d (val loss %.3f)", version, self.best_val)
 
     def train_round(self) -> int | None:
         """One round; returns the published version, if any."""

@@ -156,10 +156,17 @@ def _store_frames(path: Path, by_task: dict[str, list[Event]], notes: list[str]
     if not batch:
         return {}
     frames = {"rmsd": batch["rmsd"].astype(float), "sim_id": batch["sim_id"]}
-    writes = spans(by_task.get(f"aggregator-{path.stem.split('-')[-1]}", []), "write")
+    writes = spans(by_task.get(store_writer(path), []), "write")
     if writes:
         frames["wall"] = frame_wall_times(len(frames["rmsd"]), writes)
     return frames
+
+
+def store_writer(path: Path) -> str:
+    """The task that writes a store: agg-0001.bp → aggregator-0001, agg-sim-0003.bp → sim-0003
+    (sequential mode, where each simulation writes its own store)."""
+    parts = path.stem.split("-")
+    return f"{'sim' if parts[1:2] == ['sim'] else 'aggregator'}-{parts[-1]}"
 
 
 def frame_wall_times(count: int, writes: list[Event]) -> np.ndarray:
@@ -223,6 +230,11 @@ def task_seconds(events: list[Event]) -> float:
 
 def role_events(data: RunData, role: str) -> dict[str, list[Event]]:
     return {task: events for task, events in data.by_task.items() if role_of(task) == role}
+
+
+def role_spans(data: RunData, role: str, name: str) -> list[Event]:
+    """The events called `name` of all tasks of `role`, task by task."""
+    return [e for events in role_events(data, role).values() for e in spans(events, name)]
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -367,9 +379,10 @@ def streamed_volume(data: RunData, sims: dict[str, list[Event]]) -> dict[str, An
             bytes_ = None
             counts = [_samples(e, None, data.config) for e in spans(events, "segment")]
             frames = None if None in counts else _add(frames, int(sum(counts)))
-    writes = [e for ev in role_events(data, "aggregator").values() for e in spans(ev, "write")]
+    writes = role_spans(data, "aggregator", "write")
+    sim_stores = [p for p in data.run.aggregator_stores() if role_of(store_writer(p)) == "sim"]
     return {"sim_frames_streamed": frames, "sim_bytes_streamed": bytes_,
-            "sim_bytes_written_to_disk": 0,
+            "sim_bytes_written_to_disk": sum(_folder_bytes(p) for p in sim_stores),
             "aggregated_frames": sum(e.get("frames", 0) for e in writes),
             "store_bytes_on_disk": sum(_folder_bytes(p) for p in data.run.aggregator_stores())}
 
@@ -393,7 +406,8 @@ def io_markdown(io: dict[str, Any], overhead: dict[str, Any]) -> str:
         ("simulated", f"{io['ns_simulated']:.4g} ns"),
         ("frames streamed by simulations", _count(io["sim_frames_streamed"])),
         ("bytes streamed by simulations", _bytes(io["sim_bytes_streamed"])),
-        ("bytes written to disk by simulations", "0 (all frames streamed)"),
+        ("bytes written to disk by simulations", _bytes(io["sim_bytes_written_to_disk"])
+         if io["sim_bytes_written_to_disk"] else "0 (all frames streamed)"),
         ("frames aggregated into stores", f"{io['aggregated_frames']}"),
         ("store size on disk", _bytes(io["store_bytes_on_disk"])),
         ("event recorder overhead (estimate)", f"{overhead['us_per_event']:.2f} µs/event ×"
@@ -463,10 +477,14 @@ def save_figure(figure: Any, path: Path) -> None:
     logger.info("wrote %s", path)
 
 
-def no_data(ax: Any, text: str) -> None:
+def save_no_data(path: Path, text: str, width: float = 8, height: float = 4.5) -> None:
+    """Save a placeholder figure that only says `text` (a plot with nothing to show yet)."""
+    figure = new_figure(width, height)
+    ax = figure.subplots()
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
+    save_figure(figure, path)
 
 
 def time_axis(span_s: float) -> tuple[float, str]:
@@ -480,11 +498,10 @@ def time_axis(span_s: float) -> tuple[float, str]:
 
 def plot_timeline(data: RunData, path: Path) -> None:
     tasks = data.by_task
+    if not tasks:
+        return save_no_data(path, "no events yet", 11, 3.0)
     figure = new_figure(11, max(3.0, 0.45 * len(tasks) + 1.6))
     ax = figure.subplots()
-    if not tasks:
-        no_data(ax, "no events yet")
-        return save_figure(figure, path)
     t0 = data.t0
     span = max(end_of(e) for e in data.events) - t0
     scale, label = time_axis(span)
@@ -537,11 +554,10 @@ def _timeline_legend(tasks: dict[str, list[Event]]) -> list[Any]:
 
 def plot_rmsd_windows(data: RunData, path: Path, windows: int = RMSD_WINDOWS) -> None:
     """Histogram of RMSD to the folded structure for successive windows of arrival time."""
+    if len(data.frames.get("rmsd", ())) == 0:
+        return save_no_data(path, "no aggregated frames yet")
     figure = new_figure(8, 4.5)
     ax = figure.subplots()
-    if len(data.frames.get("rmsd", ())) == 0:
-        no_data(ax, "no aggregated frames yet")
-        return save_figure(figure, path)
     from matplotlib import colormaps
 
     rmsd = data.frames["rmsd"]
@@ -565,11 +581,10 @@ def plot_rmsd_windows(data: RunData, path: Path, windows: int = RMSD_WINDOWS) ->
 
 def plot_min_rmsd(data: RunData, path: Path) -> None:
     """Running minimum RMSD over all frames (and per simulation) against arrival time."""
+    if len(data.frames.get("rmsd", ())) == 0:
+        return save_no_data(path, "no aggregated frames yet")
     figure = new_figure(8, 4.5)
     ax = figure.subplots()
-    if len(data.frames.get("rmsd", ())) == 0:
-        no_data(ax, "no aggregated frames yet")
-        return save_figure(figure, path)
     rmsd, sims = data.frames["rmsd"], data.frames["sim_id"]
     x, label, _ = frame_axis(data)
     ax.scatter(x, rmsd, s=4, color="0.6", alpha=0.5, label="each frame")
@@ -588,12 +603,11 @@ def plot_min_rmsd(data: RunData, path: Path) -> None:
 
 
 def plot_agent_cycles(data: RunData, path: Path) -> None:
+    cycles = role_spans(data, "agent", "cycle")
+    if not cycles:
+        return save_no_data(path, "no agent cycles yet")
     figure = new_figure(8, 4.5)
     ax = figure.subplots()
-    cycles = [e for ev in role_events(data, "agent").values() for e in spans(ev, "cycle")]
-    if not cycles:
-        no_data(ax, "no agent cycles yet")
-        return save_figure(figure, path)
     numbers = [e.get("cycle", i + 1) for i, e in enumerate(cycles)]
     ax.bar(numbers, [e.get("outliers", 0) for e in cycles], color="tab:purple", alpha=0.7,
            label="outliers found")
@@ -611,20 +625,18 @@ def plot_agent_cycles(data: RunData, path: Path) -> None:
 
 
 def plot_training(data: RunData, path: Path) -> None:
+    rounds = role_spans(data, "trainer", "train_round")
+    if not rounds:
+        return save_no_data(path, "no training rounds yet")
     figure = new_figure(8, 4.5)
     ax = figure.subplots()
-    rounds = [e for ev in role_events(data, "trainer").values() for e in spans(ev, "train_round")]
-    if not rounds:
-        no_data(ax, "no training rounds yet")
-        return save_figure(figure, path)
     for key, label, style in (("loss", "training loss", "o-"), ("val_loss", "validation loss",
                                                                   "s-")):
         points = [(e.get("round", i + 1), e[key]) for i, e in enumerate(rounds)
                   if _finite([e.get(key)])]
         if points:
             ax.plot(*zip(*points, strict=True), style, markersize=3, label=label)
-    published = published_rounds(rounds, [e for ev in role_events(data, "trainer").values()
-                                          for e in spans(ev, "publish_model")])
+    published = published_rounds(rounds, role_spans(data, "trainer", "publish_model"))
     if published:
         ax.plot(*zip(*published, strict=True), "*", color="darkgreen", markersize=9,
                 label="model published")

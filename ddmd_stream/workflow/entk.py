@@ -309,16 +309,30 @@ def run_entk(
     group: Grouping = "task",
 ) -> dict[str, str]:
     """Run every task of `plan` at once under EnTK; return the final state per task name."""
+    restarter = Restarter(plan, max_restarts, on_event, {"TMPDIR": task_tmpdir()})
+    return run_workflow(plan, resources, restarter,
+                        lambda: build_pipelines(plan, restarter, group))
+
+
+def run_workflow(
+    plan: TaskPlan,
+    resources: ResourcesConfig,
+    restarter: Restarter,
+    make_pipelines: Callable[[], list],
+) -> dict[str, str]:
+    """Run the pipelines `make_pipelines()` builds (inside the RADICAL session) in one pilot.
+
+    `restarter` records the tasks' final states (and builds stages); returns them per task name.
+    """
     root = radical_root(plan.run_dir.resolve())
     env = write_radical_config(root, resources, plan)
-    restarter = Restarter(plan, max_restarts, on_event, {"TMPDIR": task_tmpdir()})
     for spec in plan.tasks:
         spec.workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
         with radical_session(root, env):
             appman = make_appmanager(plan, resources, root)
-            appman.workflow = build_pipelines(plan, restarter, group)
+            appman.workflow = make_pipelines()
             restarter.emit(
                 "engine_start",
                 {"engine": "entk", "session": appman.sid, "session_dir": str(root / appman.sid)},

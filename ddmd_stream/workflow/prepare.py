@@ -68,22 +68,24 @@ def prepare_run_dir(config: RunConfig) -> RunDir:
 def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = True) -> TaskPlan:
     """Every task of the run (aggregators first, so simulations find their reader).
 
-    With `write`, each task's YAML is written into the run directory.
+    With `write`, each task's YAML is written into the run directory. `workflow.mode` picks
+    the roles: streaming all four; plain no trainer/agent; sequential no aggregators (each
+    simulation writes its own store) and every task does one iteration per stage (`once`).
     """
-    groups = assign_simulations(
+    mode = config.workflow.mode
+    groups = [] if mode == "sequential" else assign_simulations(
         config.simulation.num_simulations, config.aggregation.num_aggregators
     )
     wanted: list[tuple[str, int, list[int]]] = [
         *(("aggregator", j, members) for j, members in enumerate(groups)),
         *(("sim", i, []) for i in range(config.simulation.num_simulations)),
-        ("trainer", 0, []),
-        ("agent", 0, []),
+        *((("trainer", 0, []), ("agent", 0, [])) if mode != "plain" else ()),
     ]
     tasks = []
     for role, index, members in wanted:
         task_file = run.task_file(role, index)
         if write:
-            TaskFile(role, index, run.root, deadline, members).save(task_file)
+            TaskFile(role, index, run.root, deadline, members, mode == "sequential").save(task_file)
         tasks.append(task_spec(config.resources, role, index, task_file))
     return TaskPlan(tasks, run.root)
 
