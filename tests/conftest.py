@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 # SST advertises the first non-loopback interface unless told otherwise; the shipped XML says
 # NetworkInterface=lo, and this keeps every process the tests start on loopback as well.
@@ -19,6 +21,52 @@ os.environ.setdefault("ADIOS2_IP", "127.0.0.1")
 REPO = Path(__file__).resolve().parent.parent
 SST_XML = REPO / "adios_xml" / "sst.xml"
 BP5_XML = REPO / "adios_xml" / "bp5.xml"
+
+# A whole workflow in minutes: 2 tiny FS-peptide simulations (20 frames per segment over
+# 0.002 ns), one aggregator, a light CVAE and an agent with a small outlier band.
+TINY_RUN: dict[str, Any] = {
+    "workflow": {"engine": "entk", "duration_s": 240, "heartbeat_s": 1},
+    "simulation": {
+        "num_simulations": 2,
+        "platform": "CPU",
+        "cpu_threads": 1,
+        "seed": 7,
+        "report_interval_ps": 0.2,
+        "segment_length_ns": 0.002,
+    },
+    "aggregation": {"flush_interval_s": 0.3},
+    "training": {
+        "min_samples": 30,
+        "epochs": 2,
+        "batch_size": 16,
+        "cvae": {"conv_filters": [8, 8, 8, 8], "dense_units": 16},
+    },
+    "agent": {
+        "min_samples": 30,
+        "outlier_band": [2, 20],
+        "n_outliers": 10,
+        "cycle_interval_s": 2,
+        "eps": 0.5,
+        "dbscan_min_samples": 4,
+    },
+    "streams": {"open_timeout_s": 120},
+}
+
+
+def tiny_run(run_dir: Path, xml: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """TINY_RUN in `run_dir` over the ADIOS XML `xml`, with `sections` merged in."""
+    extra = {"workflow": {"run_dir": str(run_dir)}, "streams": {"adios_xml": str(xml)}}
+    return _merge(_merge(TINY_RUN, extra), sections)
+
+
+def start_launcher(config: dict[str, Any], config_file: Path, **popen: Any) -> subprocess.Popen:
+    """Write `config` to `config_file`; start `python -m ddmd_stream.launch` on it.
+
+    Output goes to a text pipe unless `popen` says otherwise (e.g. stdout=a log file)."""
+    config_file.write_text(yaml.safe_dump(config))
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
+    return subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
+                            **options)
 
 
 def wait_for(

@@ -5,15 +5,12 @@ reports; plus the pieces they are made of (plan per mode, stage schedule, checkp
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import BP5_XML, SST_XML
+from conftest import BP5_XML, SST_XML, start_launcher, tiny_run
 
 from ddmd_stream import report
 from ddmd_stream.catalog import OutlierCatalog
@@ -26,51 +23,13 @@ from ddmd_stream.workflow.cleanup import find_leftovers, kill_leftovers
 from ddmd_stream.workflow.prepare import plan_tasks
 from ddmd_stream.workflow.sequential import Schedule
 
-TINY_RUN = {
-    "workflow": {"heartbeat_s": 1},
-    "simulation": {
-        "num_simulations": 2,
-        "platform": "CPU",
-        "cpu_threads": 1,
-        "seed": 7,
-        "report_interval_ps": 0.1,
-        "segment_length_ns": 0.002,  # 1000 steps, 20 frames per segment
-    },
-    "aggregation": {"flush_interval_s": 0.3},
-    "training": {
-        "min_samples": 30,
-        "epochs": 2,
-        "batch_size": 16,
-        "cvae": {"conv_filters": [8, 8, 8, 8], "dense_units": 16},
-    },
-    "agent": {
-        "min_samples": 30,
-        "outlier_band": [2, 20],
-        "n_outliers": 10,
-        "eps": 0.5,
-        "dbscan_min_samples": 4,
-    },
-    "streams": {"open_timeout_s": 120},
-}
-
 
 def _launch(tmp_path: Path, workflow: dict, xml: Path, timeout_s: float,
             simulation: dict | None = None) -> tuple[Path, str]:
     run = tmp_path / "run"
-    config = {
-        **TINY_RUN,
-        "workflow": {**TINY_RUN["workflow"], "run_dir": str(run), **workflow},
-        "simulation": {**TINY_RUN["simulation"], **(simulation or {})},
-        "streams": {**TINY_RUN["streams"], "adios_xml": str(xml)},
-    }
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    simulation = {"report_interval_ps": 0.1, **(simulation or {})}  # 20 frames per segment
+    config = tiny_run(run, xml, workflow=workflow, simulation=simulation)
+    launcher = start_launcher(config, tmp_path / "config.yaml")
     try:
         output, _ = launcher.communicate(timeout=timeout_s)
     finally:

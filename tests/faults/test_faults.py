@@ -9,33 +9,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-import yaml
-from conftest import SST_XML, stop_launcher, wait_for
+from conftest import SST_XML, start_launcher, stop_launcher, tiny_run, wait_for
 
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.ml.registry import latest_version, publish_model
 from ddmd_stream.streams import read_store
 from ddmd_stream.workflow.cleanup import find_leftovers
 
-RUN_CONFIG = {
-    "workflow": {"engine": "entk", "duration_s": 420, "heartbeat_s": 1, "max_task_restarts": 2},
-    "simulation": {"num_simulations": 2, "platform": "CPU", "cpu_threads": 1, "seed": 11,
-                   "report_interval_ps": 0.2, "segment_length_ns": 0.002},
-    "aggregation": {"flush_interval_s": 0.3},
-    "training": {"min_samples": 30, "epochs": 2, "batch_size": 16,
-                 "model": {"conv_filters": [8, 8, 8, 8], "dense_units": 16}},
-    "agent": {"min_samples": 30, "outlier_band": [2, 20], "n_outliers": 10, "cycle_interval_s": 2,
-              "eps": 0.5, "dbscan_min_samples": 4},
-    "streams": {"adios_xml": str(SST_XML), "open_timeout_s": 120},
-}
+# longer wall time and restarts allowed; another seed than test_e2e
+FAULT_RUN = {"workflow": {"duration_s": 420, "max_task_restarts": 2}, "simulation": {"seed": 11}}
 
 
 def task_pids(run: Path, name: str) -> list[int]:
@@ -71,12 +59,9 @@ def catalog_version(run: Path) -> int:
 def workflow(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("faults")
     run = root / "run"
-    config = {**RUN_CONFIG, "workflow": {**RUN_CONFIG["workflow"], "run_dir": str(run)}}
-    config_file = root / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
     log = open(root / "launcher.log", "w")  # noqa: SIM115 - closed at teardown
-    launcher = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
-                                stdout=log, stderr=subprocess.STDOUT)
+    launcher = start_launcher(tiny_run(run, SST_XML, **FAULT_RUN), root / "config.yaml",
+                              stdout=log)
     ready = wait_for(lambda: catalog_version(run) >= 1, timeout_s=240, interval_s=2)
     yield run, launcher, ready
     try:

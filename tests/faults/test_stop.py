@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import stop_launcher, wait_for
-from test_faults import RUN_CONFIG
+from conftest import SST_XML, start_launcher, stop_launcher, tiny_run, wait_for
+from test_faults import FAULT_RUN
 
 from ddmd_stream.workflow.cleanup import find_leftovers
 
 
 def launch(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
     run = tmp_path / "run"
-    config = {**RUN_CONFIG, "workflow": {**RUN_CONFIG["workflow"], "run_dir": str(run)}}
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    launcher = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    launcher = start_launcher(tiny_run(run, SST_XML, **FAULT_RUN), tmp_path / "config.yaml")
     return run, launcher
 
 
