@@ -86,6 +86,15 @@ def test_ring_buffer_keeps_latest_in_order() -> None:
     assert ring.total == 21
 
 
+def test_ring_buffer_gathers_only_the_fields_asked_for() -> None:
+    ring = RingBuffer(4)
+    ring.add({"x": np.arange(6), "big": np.arange(6) * 10})
+    rows = ring.rows()
+    assert ring.gather(rows, ["x"]).keys() == {"x"}
+    assert ring.gather(rows[[0, 3]], ["big"])["big"].tolist() == [20, 50]
+    assert ring.latest(2, ["big"])["big"].tolist() == [40, 50]
+
+
 def test_window_reads_only_new_steps(run_with_store) -> None:
     config, run, writer = run_with_store
     rng = np.random.default_rng(0)

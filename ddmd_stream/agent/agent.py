@@ -41,7 +41,9 @@ class Agent:
         streams = ctx.config.streams
         self.restart_fields = restart_fields(sim.stream_velocities, sim.positions)
         kind = model_kind(ctx.config.training.model)
-        fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field, *self.restart_fields]))
+        # every cycle copies the frame fields; restart coordinates only for the chosen few
+        self.frame_fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field]))
+        fields = list(dict.fromkeys([*self.frame_fields, *self.restart_fields]))
         self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
                                   fields, self.settings.max_samples, streams.liveness_timeout_s)
         self.detector = self.make_detector(kind.preferred_detector)
@@ -75,7 +77,8 @@ class Agent:
             return False
         self.cycle_count += 1
         with self.ctx.events.span("cycle", cycle=self.cycle_count) as info:
-            frames = self.window.latest()
+            rows = self.window.rows()
+            frames = self.window.gather(rows, self.frame_fields)
             with self.ctx.events.span("encode", frames=len(frames["rmsd"])):
                 latents = self.model.encode(frames[self.model.input_field],
                                             self.settings.encode_batch_size)
@@ -86,7 +89,7 @@ class Agent:
             info.update(frames=len(latents), outliers=len(detection.indices),
                         min_rmsd=float(frames["rmsd"].min()), model_version=self.model_version,
                         **_floats(detection.params))
-            published = self.publish(frames, detection)
+            published = self.publish(frames, rows, detection)
             info["catalog_version"] = published
         return True
 
@@ -130,7 +133,9 @@ class Agent:
         settings = self.settings.model_copy(update={"detector": name})
         return make_detector(settings, n_jobs=self.ctx.config.resources.agent.cpus)
 
-    def publish(self, frames: dict[str, np.ndarray], detection: Detection) -> int | None:
+    def publish(self, frames: dict[str, np.ndarray], rows: np.ndarray,
+                detection: Detection) -> int | None:
+        """Rank the outliers and publish the chosen ones (`rows`: their window rows)."""
         if len(detection.indices) == 0:
             logger.info("cycle %d: no outliers (%s)", self.cycle_count, detection.params)
             return None
@@ -140,7 +145,9 @@ class Agent:
         chosen = rank_outliers(detection, frames["rmsd"], self.settings.ranking,
                                self.settings.n_outliers, self.rng)
         scores = dict(zip(detection.indices.tolist(), detection.scores.tolist(), strict=True))
-        records = [self.record(frames, int(i), scores.get(int(i), 0.0)) for i in chosen]
+        restart = self.window.gather(rows[chosen], self.restart_fields)
+        records = [self.record(frames, restart, int(i), j, scores.get(int(i), 0.0))
+                   for j, i in enumerate(chosen)]
         with self.ctx.events.span("publish_catalog", records=len(records)) as info:
             version = self.catalog.publish(records)
             info["version"] = version
@@ -150,11 +157,13 @@ class Agent:
                                state="running")
         return version
 
-    def record(self, frames: dict[str, np.ndarray], index: int, score: float) -> OutlierRecord:
-        if "all_positions" in frames:
-            positions, velocities = frames["all_positions"][index], frames["velocities"][index]
+    def record(self, frames: dict[str, np.ndarray], restart: dict[str, np.ndarray], index: int,
+               chosen: int, score: float) -> OutlierRecord:
+        """The catalog record of frame `index`, whose restart coordinates are `restart[chosen]`."""
+        if "all_positions" in restart:
+            positions, velocities = restart["all_positions"][chosen], restart["velocities"][chosen]
         else:
-            positions, velocities = frames["positions"][index] * ANGSTROM_TO_NM, None
+            positions, velocities = restart["positions"][chosen] * ANGSTROM_TO_NM, None
         return OutlierRecord(
             sim_id=int(frames["sim_id"][index]), step=int(frames["step"][index]),
             positions=np.array(positions, dtype=np.float32), rmsd=float(frames["rmsd"][index]),

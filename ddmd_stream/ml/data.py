@@ -36,13 +36,22 @@ class RingBuffer:
         self.next = (self.next + count) % self.capacity
         self.total += count
 
-    def latest(self, n: int | None = None) -> Batch:
-        """The most recent `n` frames (all when None), oldest first."""
+    def rows(self, n: int | None = None) -> np.ndarray:
+        """Buffer rows of the most recent `n` frames (all when None), oldest first."""
         size = len(self)
         n = size if n is None else min(n, size)
-        order = (self.next - n + np.arange(n)) % self.capacity if size == self.capacity \
-            else np.arange(size - n, size)
-        return {name: array[order] for name, array in self.arrays.items()}
+        if size == self.capacity:
+            return (self.next - n + np.arange(n)) % self.capacity
+        return np.arange(size - n, size)
+
+    def gather(self, rows: np.ndarray, fields: list[str] | None = None) -> Batch:
+        """Copies of `fields` (all when None) at buffer `rows`."""
+        names = self.arrays if fields is None else fields
+        return {name: self.arrays[name][rows] for name in names}
+
+    def latest(self, n: int | None = None, fields: list[str] | None = None) -> Batch:
+        """The most recent `n` frames (all when None) of `fields` (all when None), oldest first."""
+        return self.gather(self.rows(n), fields)
 
 
 class FrameWindow:
@@ -80,8 +89,15 @@ class FrameWindow:
                 new += len(batch[self.variables[0]])
         return new
 
-    def latest(self, n: int | None = None) -> Batch:
-        return self.buffer.latest(n)
+    def latest(self, n: int | None = None, fields: list[str] | None = None) -> Batch:
+        return self.buffer.latest(n, fields)
+
+    def rows(self, n: int | None = None) -> np.ndarray:
+        """Buffer rows of the newest `n` frames: stable until the next `update`."""
+        return self.buffer.rows(n)
+
+    def gather(self, rows: np.ndarray, fields: list[str] | None = None) -> Batch:
+        return self.buffer.gather(rows, fields)
 
     def close(self) -> None:
         for reader in self.readers.values():

@@ -120,7 +120,7 @@ class Trainer:
 
     def train_round(self) -> int | None:
         """One round; returns the published version, if any."""
-        data = self.window.latest()[self.input_field]
+        data = self.window.latest(fields=[self.input_field])[self.input_field]
         model = self._ensure_model(data)
         first = self.window.total_seen - len(data)
         train_idx, val_idx = split_train_val(first, len(data), self.settings.validation_split)
