@@ -176,7 +176,7 @@ def test_map_gpu_slots_and_task_env(tmp_path: Path) -> None:
     trainer_env = {KERAS_BACKEND_VAR: "jax"}
     prepare_process_env(config, "trainer", trainer_env)  # an explicit setting wins
     agent_env: dict[str, str] = {}
-    prepare_process_env(config.model_copy(update={}), "agent", agent_env)
+    prepare_process_env(config, "agent", agent_env)
     assert trainer_env == {KERAS_BACKEND_VAR: "jax"}
     assert agent_env == {KERAS_BACKEND_VAR: "tensorflow"}
 
