@@ -1,7 +1,7 @@
 """GPU throughput of the pieces issue 11 is about, for FSD-EY on one GPU (CPU runs work too).
 
     python benchmarks/gpu_throughput.py [--quick] [--platform CUDA] [--packings 1 4 8 16]
-                                        [--steps 20000] [--batch-sizes 32 256]
+                                        [--steps 50000] [--batch-sizes 32 256]
                                         [--encode-maps 80000] [--data-dir ../shared/data/bba]
 
 1. bare OpenMM, one simulation: ns/day.
@@ -201,7 +201,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--platform", help="OpenMM platform (default: CUDA with a GPU, else CPU)")
     parser.add_argument("--threads", type=int, default=1, help="CPU platform threads per sim")
     parser.add_argument("--packings", type=int, nargs="+", help="simulations per GPU (1 4 8 16)")
-    parser.add_argument("--steps", type=int, help="timed MD steps per simulation (20000)")
+    parser.add_argument("--steps", type=int, help="timed MD steps per sim (50000)")
     parser.add_argument("--report-every", type=int, help="steps between frames (25000 = 50 ps)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--train-steps", type=int, help="timed batches per batch size (20)")
@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.packings = args.packings or ([1, 2] if quick else [1, 4, 8, 16])
-    args.steps = args.steps or (200 if quick else 20_000)
+    args.steps = args.steps or (200 if quick else 50_000)
     args.report_every = args.report_every or (50 if quick else 25_000)
     args.train_steps = args.train_steps or (2 if quick else 20)
     args.encode_maps = args.encode_maps or (2_000 if quick else 80_000)
