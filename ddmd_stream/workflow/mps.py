@@ -9,7 +9,8 @@ Several OpenMM processes on one GPU only time-slice it; under MPS their kernels 
   nvidia-cuda-mps-control`) on every way out of the run (`MpsDaemon`, launch.execute).
 - Clusters: the launcher cannot reach the compute nodes, so the simulation tasks' `pre_exec`
   starts one daemon per node, idempotently (only when the node's pipe folder has no control
-  socket), under `RUN/mps/<host>/{pipe,log}`: a Unix socket on a shared file system is only
+  socket; a start that fails, e.g. lost to another task, is not an error), under
+  `RUN/mps/<host>/{pipe,log}`: a Unix socket on a shared file system is only
   reachable from the node that made it. Those daemons end with the job allocation.
 """
 
@@ -63,7 +64,8 @@ def node_pre_exec(run: RunDir) -> list[str]:
     return [
         f"export {PIPE_VAR}={env[PIPE_VAR]} {LOG_VAR}={env[LOG_VAR]}",
         f'mkdir -p "${PIPE_VAR}" "${LOG_VAR}"',
-        f"[ -S {socket} ] || {' '.join(start_command())} || [ -S {socket} ]",
+        # `|| true`: a task that loses the race to start it finds the winner's daemon
+        f"[ -S {socket} ] || {' '.join(start_command())} || true",
     ]
 
 
