@@ -315,6 +315,20 @@ class TrainingConfig(Section):
         5, ge=1, description="Published model versions kept on disk (older pruned)."
     )
     seed: int | None = Field(None, ge=0, description="Random seed.")
+    backend: Literal["tensorflow", "torch"] = Field(
+        "tensorflow",
+        description="Keras 3 backend of the trainer and the agent (KERAS_BACKEND); torch lets "
+        "GPU machines without TensorFlow train the CVAE. The 3dAAE needs tensorflow.",
+    )
+
+    @model_validator(mode="after")
+    def _backend_supports_model(self) -> TrainingConfig:
+        if self.model == "aae" and self.backend != "tensorflow":
+            raise ValueError(
+                f"backend: the 3dAAE's train step uses tf.GradientTape and needs "
+                f"tensorflow (got {self.backend}); use training.model: cvae or backend tensorflow"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -437,14 +451,43 @@ class ResourcesConfig(Section):
     aggregator: RoleResources = Field(default_factory=RoleResources, description="Each aggregator.")
     trainer: RoleResources = Field(default_factory=RoleResources, description="The trainer.")
     agent: RoleResources = Field(default_factory=RoleResources, description="The agent.")
+    network_interface: str = Field(
+        "lo", min_length=1, description="Interface for RADICAL and ADIOS traffic."
+    )
+    simulations_per_gpu: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Simulations sharing one GPU (each simulation task then asks for one "
+        "1/N GPU slot; a small protein does not fill a modern GPU). Needs resources.sim.gpus: 1.",
+    )
+    mps: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="NVIDIA MPS control daemon for simulations that share a GPU: auto = on when "
+        "simulations_per_gpu > 1 and simulations use GPUs (docs/gpu.md).",
+    )
 
     @property
     def is_local(self) -> bool:
         """This machine (RADICAL's local.* resources) rather than a cluster."""
         return self.resource.startswith("local.")
-    network_interface: str = Field(
-        "lo", min_length=1, description="Interface for RADICAL and ADIOS traffic."
-    )
+
+    @property
+    def mps_enabled(self) -> bool:
+        """Whether simulations run under an MPS daemon (only when they use GPUs)."""
+        if self.sim.gpus == 0 or self.mps == "off":
+            return False
+        return self.mps == "on" or self.simulations_per_gpu > 1
+
+    @model_validator(mode="after")
+    def _packing_needs_one_gpu(self) -> ResourcesConfig:
+        if self.simulations_per_gpu > 1 and self.sim.gpus != 1:
+            raise ValueError(
+                f"simulations_per_gpu: {self.simulations_per_gpu} simulations share a "
+                f"GPU, so each simulation task needs resources.sim.gpus: 1 "
+                f"(got {self.sim.gpus})"
+            )
+        return self
 
 
 class RunConfig(Section):

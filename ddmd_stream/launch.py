@@ -77,9 +77,11 @@ def check_everything(config: RunConfig, plan: TaskPlan | None = None) -> list[st
         problems.extend(_check_sequential_store(config))
     if not problems:
         problems.extend(_check_structures(config))
+    from ddmd_stream.workflow.mps import check_mps
     from ddmd_stream.workflow.resources import check_resources
 
     problems.extend(check_resources(config.resources, plan or _preview_plan(config)))
+    problems.extend(check_mps(config.resources, RunDir(config.workflow.run_dir)))
     return problems
 
 
@@ -138,6 +140,7 @@ def print_plan(plan: TaskPlan, config: RunConfig) -> None:
         f"{config.streams.aggregator_io})"
     )
     print(f"tasks         : {len(plan.tasks)} ({plan.total_cpus} cores, {plan.total_gpus} GPUs)")
+    print(f"GPU sharing   : {gpu_sharing_line(config, run)}")
     for task in plan.tasks:
         members = ""
         if task.role == "aggregator":
@@ -153,6 +156,19 @@ def print_plan(plan: TaskPlan, config: RunConfig) -> None:
             print(f"  {'':16s} env: {key}={value}")
 
 
+def gpu_sharing_line(config: RunConfig, run: RunDir) -> str:
+    """How simulations share GPUs, in one line for --dry-run."""
+    from ddmd_stream.workflow.mps import launcher_starts_daemon, start_command
+
+    resources = config.resources
+    line = f"{resources.simulations_per_gpu} simulation(s) per GPU"
+    if launcher_starts_daemon(resources):
+        return f"{line}; MPS: the launcher runs {' '.join(start_command())} in {run.mps_dir}"
+    if resources.mps_enabled:
+        return f"{line}; MPS: one daemon per node, started by the simulations' pre_exec"
+    return f"{line}; MPS off"
+
+
 def _install_stop_handlers(run: RunDir) -> None:
     from ddmd_stream.workflow.progress import request_stop
 
@@ -165,6 +181,7 @@ def _install_stop_handlers(run: RunDir) -> None:
 
 def execute(config: RunConfig) -> int:
     from ddmd_stream.workflow.cleanup import kill_leftovers
+    from ddmd_stream.workflow.mps import MpsDaemon, launcher_starts_daemon
     from ddmd_stream.workflow.prepare import prepare
     from ddmd_stream.workflow.progress import Monitor
 
@@ -180,9 +197,14 @@ def execute(config: RunConfig) -> int:
     logger.info(
         "run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine
     )
+    mps = MpsDaemon(run) if launcher_starts_daemon(config.resources) else None
     try:
+        if mps:
+            mps.start()
         states = run_engine(config, plan, deadline)
     finally:
+        if mps:
+            mps.stop()
         monitor.stop()
         killed = kill_leftovers(run.root)
         if killed:

@@ -84,6 +84,19 @@ class RunDir:
         return self.catalog_dir / "outliers.pkl"
 
     @property
+    def mps_dir(self) -> Path:
+        """NVIDIA MPS daemons' folders (`pipe`, `log`), per node on clusters."""
+        return self.root / "mps"
+
+    def mps_pipe_dir(self, node: str = "") -> Path:
+        """CUDA_MPS_PIPE_DIRECTORY (`node`: a host name or a shell word like `$(hostname)`)."""
+        return self.mps_dir / node / "pipe" if node else self.mps_dir / "pipe"
+
+    def mps_log_dir(self, node: str = "") -> Path:
+        """CUDA_MPS_LOG_DIRECTORY, beside the pipe directory."""
+        return self.mps_dir / node / "log" if node else self.mps_dir / "log"
+
+    @property
     def report_dir(self) -> Path:
         return self.root / "report"
 

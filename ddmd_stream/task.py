@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,32 @@ from ddmd_stream.rundir import RunDir
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+KERAS_BACKEND_VAR = "KERAS_BACKEND"
+# Set by the launcher on GPU tasks when simulations share GPUs: RADICAL-Pilot's ids are slots.
+SLOTS_PER_GPU_VAR = "DDMD_GPU_SLOTS_PER_GPU"
+VISIBLE_DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
+
+
+def map_gpu_slots(visible: str, slots_per_gpu: int) -> str:
+    """RADICAL-Pilot's GPU slot ids → physical GPU ids: '5' with 4 slots per GPU → '1'."""
+    gpus: list[str] = []
+    for slot in visible.split(","):
+        if slot.strip().isdigit():
+            gpu = str(int(slot) // slots_per_gpu)
+            if gpu not in gpus:
+                gpus.append(gpu)
+    return ",".join(gpus) if gpus else visible
+
+
+def prepare_process_env(
+    config: RunConfig, role: str, environ: MutableMapping[str, str]
+) -> None:
+    """Before any GPU library loads: physical GPU ids and the Keras backend of this task."""
+    slots = environ.get(SLOTS_PER_GPU_VAR, "")
+    if slots.isdigit() and int(slots) > 1 and environ.get(VISIBLE_DEVICES_VAR):
+        environ[VISIBLE_DEVICES_VAR] = map_gpu_slots(environ[VISIBLE_DEVICES_VAR], int(slots))
+    if role in ("trainer", "agent"):
+        environ.setdefault(KERAS_BACKEND_VAR, config.training.backend)
 
 
 @dataclass(frozen=True)
@@ -192,6 +218,7 @@ def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | N
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    prepare_process_env(ctx.config, role, os.environ)
     _setup_logging(ctx.dir / "log")
     _install_signal_handlers(ctx)
     ctx.events.event("task_start", role=role, pid=os.getpid())

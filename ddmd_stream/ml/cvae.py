@@ -239,7 +239,7 @@ class CVAE(keras.Model):
     ) -> Any:
         logits, z_mean, z_logvar = y_pred
         # Stable BCE from logits; summed over pixels, mean over the batch.
-        bce = ops.binary_crossentropy(x, logits, from_logits=True) * self._pixel_mask
+        bce = ops.multiply(ops.binary_crossentropy(x, logits, from_logits=True), self._pixel_mask)
         reconstruction = ops.sum(bce, axis=(1, 2, 3))
         kl = -0.5 * ops.sum(1.0 + z_logvar - ops.square(z_mean) - ops.exp(z_logvar), axis=-1)
         reconstruction = ops.mean(reconstruction)

@@ -75,7 +75,7 @@ def build_task(spec: TaskSpec, base_env: dict[str, str] | None = None):
     if spec.gpus > 0:
         task.gpu_reqs = {
             "gpu_processes": spec.gpus,
-            "gpu_process_type": None,
+            "gpu_process_type": spec.gpu_type or None,
             "gpu_threads": 1,
             "gpu_thread_type": None,
         }

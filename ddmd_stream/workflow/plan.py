@@ -18,7 +18,8 @@ class TaskSpec:
     arguments: list[str]  # e.g. ["-m", "ddmd_stream.sim", "-c", "RUN/tasks/sim-0000/task.yaml"]
     workdir: Path  # RUN/tasks/<role>-<index>; stdout/stderr go here
     cpus: int = 1
-    gpus: int = 0
+    gpus: int = 0  # GPU slots: 1/simulations_per_gpu of a GPU each (resources.py)
+    gpu_type: str = ""  # "CUDA": RADICAL-Pilot sets CUDA_VISIBLE_DEVICES to the slot ids
     pre_exec: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from ddmd_stream.config import (
     ConfigError,
-    ResourcesConfig,
     RoleResources,
     RunConfig,
     save_config,
 )
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import clean_stale_contact_files
-from ddmd_stream.task import TaskFile
+from ddmd_stream.task import KERAS_BACKEND_VAR, SLOTS_PER_GPU_VAR, TaskFile
+from ddmd_stream.workflow.mps import sim_task_settings
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ MODULES = {
     "trainer": "ddmd_stream.train",
     "agent": "ddmd_stream.agent",
 }
+KERAS_ROLES = ("trainer", "agent")
 
 
 def assign_simulations(num_simulations: int, num_aggregators: int) -> list[list[int]]:
@@ -86,13 +87,37 @@ def plan_tasks(config: RunConfig, run: RunDir, deadline: float, write: bool = Tr
         task_file = run.task_file(role, index)
         if write:
             TaskFile(role, index, run.root, deadline, members, mode == "sequential").save(task_file)
-        tasks.append(task_spec(config.resources, role, index, task_file))
+        tasks.append(task_spec(config, run, role, index, task_file))
     return TaskPlan(tasks, run.root)
 
 
-def task_spec(resources: ResourcesConfig, role: str, index: int, task_file: Path) -> TaskSpec:
-    """The command line and requests of one task, with the role's launch settings."""
+def role_environment(config: RunConfig, run: RunDir, role: str) -> tuple[dict[str, str], list[str]]:
+    """(environment, pre_exec lines) that ddmd_stream itself adds to a role's tasks."""
+    resources = config.resources
+    env: dict[str, str] = {}
+    pre_exec: list[str] = []
+    if role in KERAS_ROLES:
+        env[KERAS_BACKEND_VAR] = config.training.backend
+    if getattr(resources, role).gpus and resources.simulations_per_gpu > 1:
+        env[SLOTS_PER_GPU_VAR] = str(resources.simulations_per_gpu)
+    if role == "sim":
+        mps_env, pre_exec = sim_task_settings(resources, run)
+        env.update(mps_env)
+    return env, pre_exec
+
+
+def task_spec(
+    config: RunConfig, run: RunDir, role: str, index: int, task_file: Path
+) -> TaskSpec:
+    """The command line and requests of one task, with the role's launch settings.
+
+    GPU requests are in slots: with `simulations_per_gpu` N > 1 a simulation takes one slot
+    (1/N GPU) and another role's GPU is N slots; RADICAL-Pilot then hands out slot ids that
+    the task maps back to physical GPUs (`task.map_gpu_slots`)."""
+    resources = config.resources
     settings: RoleResources = getattr(resources, role)
+    slots = settings.gpus if role == "sim" else settings.gpus * resources.simulations_per_gpu
+    env, pre_exec = role_environment(config, run, role)
     return TaskSpec(
         role=role,
         index=index,
@@ -100,9 +125,10 @@ def task_spec(resources: ResourcesConfig, role: str, index: int, task_file: Path
         arguments=["-m", MODULES[role], "-c", str(task_file)],
         workdir=task_file.parent,
         cpus=settings.cpus,
-        gpus=settings.gpus,
-        pre_exec=[*resources.pre_exec, *settings.pre_exec],
-        environment={**resources.environment, **settings.environment},
+        gpus=slots,
+        gpu_type="CUDA" if slots and resources.simulations_per_gpu > 1 else "",
+        pre_exec=[*resources.pre_exec, *settings.pre_exec, *pre_exec],
+        environment={**env, **resources.environment, **settings.environment},
     )
 
 

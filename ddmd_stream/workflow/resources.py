@@ -54,9 +54,18 @@ def local_cores(resources: ResourcesConfig, plan: TaskPlan) -> int:
     return max(resources.cores_per_node or 0, plan.total_cpus, 1)
 
 
+def gpu_slots_per_node(resources: ResourcesConfig) -> int:
+    """GPUs per node as RADICAL counts them: `simulations_per_gpu` slots per physical GPU.
+
+    RADICAL-Pilot 1.103 takes fractional GPU requests but marks the whole GPU busy for the
+    first one (agent/scheduler/base.py `_change_slot_states`), so GPUs are shared through
+    virtual slots instead (docs/gpu.md)."""
+    return resources.gpus_per_node * resources.simulations_per_gpu
+
+
 def local_gpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
     """GPU slots of the fake local node (virtual when several tasks share one GPU)."""
-    return max(resources.gpus_per_node, plan.total_gpus)
+    return max(gpu_slots_per_node(resources), plan.total_gpus)
 
 
 def local_resource_json(cores: int, gpus: int, sandbox: Path | None = None) -> dict:
@@ -79,7 +88,10 @@ def resource_override(resources: ResourcesConfig, plan: TaskPlan, sandbox: Path)
         return local_resource_json(cores, gpus, sandbox)
     # HPC: RADICAL's own node layout (SMT, blocked cores) stays; only the sandbox moves
     _, name = split_label(resources.resource)
-    return {name: {"default_remote_workdir": str(sandbox)}}
+    entry: dict = {"default_remote_workdir": str(sandbox)}
+    if resources.simulations_per_gpu > 1:
+        entry["gpus_per_node"] = gpu_slots_per_node(resources)
+    return {name: entry}
 
 
 def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
@@ -158,7 +170,7 @@ def pilot_gpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
     if is_local(resources):
         return local_gpus(resources, plan) * resources.nodes
     if resources.gpus_per_node:
-        return resources.gpus_per_node * resources.nodes
+        return gpu_slots_per_node(resources) * resources.nodes
     return plan.total_gpus
 
 
@@ -237,11 +249,13 @@ def _check_hpc(resources: ResourcesConfig, plan: TaskPlan) -> list[str]:
             f"nodes × cores_per_node is {resources.nodes * resources.cores_per_node}; "
             "add nodes"
         )
-    if plan.total_gpus > resources.nodes * resources.gpus_per_node:
+    slots, per_gpu = resources.nodes * gpu_slots_per_node(resources), resources.simulations_per_gpu
+    if plan.total_gpus > slots:
+        unit = "GPUs" if per_gpu == 1 else f"GPU slots ({per_gpu} per GPU)"
         problems.append(
-            f"resources: the plan needs {plan.total_gpus} GPUs but "
-            f"nodes × gpus_per_node is {resources.nodes * resources.gpus_per_node}; "
-            "add nodes or lower resources.sim/trainer/agent gpus"
+            f"resources: the plan needs {plan.total_gpus} {unit} but "
+            f"nodes × gpus_per_node × simulations_per_gpu is {slots}; "
+            "add nodes, raise simulations_per_gpu or lower resources.sim/trainer/agent gpus"
         )
     if resources.network_interface == "lo":
         problems.append(
