@@ -35,23 +35,24 @@ from dataclasses import dataclass
 GPUS_PER_NODE = 6
 CORES_PER_NODE = 42
 
-# Defaults of each preset. "summit": the simulation, training and agent rates of a V100 are
-# assumptions (see docs/scaling.md), the aggregator and BP5 rates are this repository's CPU
-# measurements. "here": everything as measured on the 2-core development VM (CPU only).
+# Defaults of each preset (sources in docs/scaling.md; measurements in benchmarks/RESULTS.md).
+# "summit": simulation and training rates of a V100 from the paper / issue 11, the agent's
+# GPU encode + CPU DBSCAN estimated from the measured DBSCAN time, the aggregator as measured
+# here per CPU core. "here": everything as measured on the 2-core development VM (CPU only).
 PRESETS: dict[str, dict[str, float]] = {
     "summit": {
-        "sim_ns_per_day": 1000.0,  # assumed: ~500-atom implicit-solvent protein, OpenMM, V100
-        "aggregator_fps": 1000.0,  # measured (aggregator_throughput.py), CPU core
-        "bp5_mbps": 200.0,  # measured store write bandwidth here (local disk), per aggregator
-        "train_samples_per_s": 5000.0,  # assumed: paper CVAE, 28x28 maps, batch 256, V100
-        "agent_cycle_s": 10.0,  # assumed: 80,000 frames, encode on a V100 + DBSCAN on CPU
+        "sim_ns_per_day": 1500.0,  # paper: FSD-EY, OpenMM, one V100
+        "aggregator_fps": 3000.0,  # measured: frames per aggregator CPU-second (BP5 writes incl.)
+        "bp5_mbps": 39.0,  # measured lower bound: 3,000 frames/s x 13 KB written by one core
+        "train_samples_per_s": 4000.0,  # paper: CVAE, 28x28 maps, one V100
+        "agent_cycle_s": 15.0,  # estimate: encode 80,000 maps on a GPU (<1 s) + DBSCAN 11 s
     },
     "here": {
-        "sim_ns_per_day": 50.0,  # measured: FS-peptide, OpenMM CPU, 1 thread
-        "aggregator_fps": 1000.0,  # measured (aggregator_throughput.py)
-        "bp5_mbps": 200.0,  # measured (aggregator store writes)
-        "train_samples_per_s": 300.0,  # measured (train_throughput.py, paper CVAE, CPU)
-        "agent_cycle_s": 30.0,  # measured (agent_cycle.py, 80,000 frames, CPU)
+        "sim_ns_per_day": 40.0,  # measured: FSD-EY, OpenMM CPU, 2 threads (sim_overhead.py)
+        "aggregator_fps": 3000.0,  # measured (aggregator_throughput.py), per CPU-second
+        "bp5_mbps": 39.0,  # measured lower bound (as above)
+        "train_samples_per_s": 247.0,  # measured (train_throughput.py, paper CVAE, batch 32)
+        "agent_cycle_s": 29.2,  # measured (agent_cycle.py, 80,000 frames, 1 core)
     },
 }
 
@@ -100,9 +101,9 @@ def frame_bytes(residues: int, atoms: int) -> int:
     return residues * residues + residues * 3 * 4 + 2 * atoms * 3 * 4 + 40
 
 
-def layout(rates: Rates, gpus: int) -> dict[str, float]:
+def layout(rates: Rates, gpus: int, sims_per_gpu: int = 1) -> dict[str, float]:
     nodes = math.ceil(gpus / GPUS_PER_NODE)
-    sims = gpus - 2  # one GPU for the trainer, one for the agent
+    sims = (gpus - 2) * sims_per_gpu  # one GPU for the trainer, one for the agent
     aggregators = math.ceil(sims / rates.sims_per_aggregator())
     spare_cores = nodes * (CORES_PER_NODE - GPUS_PER_NODE)
     return {
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-fan-in", type=int, default=16,
                         help="most simulations per aggregator (largest fan-in measured: 16)")
     parser.add_argument("--gpus", type=int, nargs="+", default=[120, 1000, 6000])
+    parser.add_argument("--sims-per-gpu", type=int, default=1,
+                        help="resources.simulations_per_gpu (with MPS); --sim-ns-per-day is then "
+                        "one simulation's speed at that packing")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
 
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'aggregators':>11s} {'agg cores':>9s} {'trainer':>8s} {'agent':>7s} "
           f"{'catalog reads/s':>15s}")
     for gpus in args.gpus:
-        row = layout(rates, gpus)
+        row = layout(rates, gpus, args.sims_per_gpu)
         print(f"{gpus:6d} {row['nodes']:6d} {row['sims']:6d} {row['frames_per_s']:9.1f} "
               f"{row['mb_per_s']:7.2f} {row['aggregators']:11d} "
               f"{100 * row['aggregator_cores_share']:8.2f}% {100 * row['trainer_load']:7.0f}% "
@@ -194,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     name, limit = first_bottleneck(rates)
     print("(trainer, agent: share of one instance's capacity; over 100 % it falls behind)")
     print(f"\nfirst bottleneck: the {name}, beyond {limit:,.0f} simulations "
-          f"(~{limit + 2:,.0f} GPUs); aggregators scale by count")
+          f"(~{limit / args.sims_per_gpu + 2:,.0f} GPUs); aggregators scale by count")
     for gpus in args.gpus:
-        row = layout(rates, gpus)
+        row = layout(rates, gpus, args.sims_per_gpu)
         lines = [f"aggregation.num_aggregators: {row['aggregators']}"]
         lines += [remedy(role, rates, row["sims"]) for role in ("trainer", "agent")
                   if row[f"{role}_load"] > 1.0]

@@ -126,7 +126,7 @@ def task_spec(
         workdir=task_file.parent,
         cpus=settings.cpus,
         gpus=slots,
-        gpu_type="CUDA" if slots and resources.simulations_per_gpu > 1 else "",
+        gpu_type="CUDA" if slots else "",  # RP then sets CUDA_VISIBLE_DEVICES (HIP honours it)
         pre_exec=[*resources.pre_exec, *settings.pre_exec, *pre_exec],
         environment={**env, **resources.environment, **settings.environment},
     )
