@@ -471,12 +471,6 @@ class AAEModel(LatentModel):
         reconstruction, _ = self.network.predict_on_batch(self.prepare(x))
         return np.asarray(reconstruction) * self.input_statistics()["scale"]
 
-    def get_weights(self) -> list[np.ndarray]:
-        return list(self.network.get_weights())
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        self.network.set_weights(weights)
-
     # ----------------------------------------------------------------- persistence
 
     def metadata(self) -> dict[str, Any]:

@@ -151,6 +151,7 @@ class LatentModel(ABC):
     """
 
     kind: ClassVar[ModelKind]
+    network: Any  # the Keras model behind it (its weights are the model's whole state)
 
     @property
     def input_field(self) -> str:
@@ -212,13 +213,13 @@ class LatentModel(ABC):
     def load(cls, directory: str | Path, seed: int | None = None) -> LatentModel:
         """Rebuild a model that `save` wrote."""
 
-    @abstractmethod
     def get_weights(self) -> list[np.ndarray]:
         """All state that `set_weights` restores (including input statistics, if any)."""
+        return list(self.network.get_weights())
 
-    @abstractmethod
     def set_weights(self, weights: list[np.ndarray]) -> None:
         """Restore what `get_weights` returned."""
+        self.network.set_weights(weights)
 
     @abstractmethod
     def metadata(self) -> dict[str, Any]:

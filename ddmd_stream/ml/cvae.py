@@ -395,11 +395,5 @@ class CVAEModel(LatentModel):
     def load(cls, directory: str | Path, seed: int | None = None) -> CVAEModel:
         return cls(CVAE.load(directory, seed=seed))
 
-    def get_weights(self) -> list[np.ndarray]:
-        return list(self.network.get_weights())
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        self.network.set_weights(weights)
-
     def metadata(self) -> dict[str, Any]:
         return self.network.metadata()
