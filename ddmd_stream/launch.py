@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from ddmd_stream.config import RunConfig, check_inputs, load_config
@@ -197,14 +198,11 @@ def execute(config: RunConfig) -> int:
     logger.info(
         "run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine
     )
-    mps = MpsDaemon(run) if launcher_starts_daemon(config.resources) else None
+    mps = MpsDaemon(run) if launcher_starts_daemon(config.resources) else nullcontext()
     try:
-        if mps:
-            mps.start()
-        states = run_engine(config, plan, deadline)
+        with mps:  # the daemon stops on every way out, before the leftovers are killed
+            states = run_engine(config, plan, deadline)
     finally:
-        if mps:
-            mps.stop()
         monitor.stop()
         killed = kill_leftovers(run.root)
         if killed:

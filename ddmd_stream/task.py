@@ -24,13 +24,14 @@ import yaml
 
 from ddmd_stream.config import ConfigError, RunConfig, load_config
 from ddmd_stream.errors import InputError
-from ddmd_stream.profile.events import EventRecorder
+from ddmd_stream.profile.events import EventRecorder, read_events
 from ddmd_stream.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 KERAS_BACKEND_VAR = "KERAS_BACKEND"
+KERAS_ROLES = ("trainer", "agent")  # the roles that import Keras
 # Set by the launcher on GPU tasks when simulations share GPUs: RADICAL-Pilot's ids are slots.
 SLOTS_PER_GPU_VAR = "DDMD_GPU_SLOTS_PER_GPU"
 VISIBLE_DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
@@ -54,7 +55,7 @@ def prepare_process_env(
     slots = environ.get(SLOTS_PER_GPU_VAR, "")
     if slots.isdigit() and int(slots) > 1 and environ.get(VISIBLE_DEVICES_VAR):
         environ[VISIBLE_DEVICES_VAR] = map_gpu_slots(environ[VISIBLE_DEVICES_VAR], int(slots))
-    if role in ("trainer", "agent"):
+    if role in KERAS_ROLES:
         environ.setdefault(KERAS_BACKEND_VAR, config.training.backend)
 
 
@@ -138,6 +139,10 @@ class TaskContext:
     def once(self) -> bool:
         """Sequential mode: do one iteration of the role's loop, then return."""
         return self.task.once
+
+    def recorded_count(self, event: str) -> int:
+        """How many `event` events this task's file holds (sequential: from earlier stages)."""
+        return sum(e.get("event") == event for e in read_events(self.events.path))
 
     def should_stop(self) -> bool:
         """STOP file, deadline or a signal; also beats the heartbeat when it is due."""

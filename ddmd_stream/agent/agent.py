@@ -13,7 +13,6 @@ from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.ml.base import LatentModel, load_model, model_kind, resolve_detector
 from ddmd_stream.ml.data import FrameWindow
 from ddmd_stream.ml.registry import latest_version
-from ddmd_stream.profile.events import read_events
 from ddmd_stream.task import TaskContext
 
 logger = logging.getLogger(__name__)
@@ -56,8 +55,7 @@ class Agent:
 
     def run(self) -> None:
         if self.ctx.once:  # sequential mode: a process per cycle; number cycles across them
-            self.cycle_count = sum(e.get("event") == "cycle"
-                                   for e in read_events(self.ctx.dir / "events.jsonl"))
+            self.cycle_count = self.ctx.recorded_count("cycle")
             self.first_cycle = self.cycle_count + 1
         while not self.ctx.should_stop():
             started = time.monotonic()

@@ -23,7 +23,6 @@ from ddmd_stream.ml.registry import (
     publish_model,
     read_meta,
 )
-from ddmd_stream.profile.events import read_events
 from ddmd_stream.task import TaskContext
 
 logger = logging.getLogger(__name__)
@@ -100,8 +99,7 @@ class Trainer:
 
     def _continue_published(self) -> None:
         """Sequential mode: start from the newest published model (a fresh process per stage)."""
-        self.round = sum(e.get("event") == "train_round"
-                         for e in read_events(self.ctx.dir / "events.jsonl"))
+        self.round = self.ctx.recorded_count("train_round")
         latest = latest_version(self.ctx.run.model_dir)
         if latest is None:
             return

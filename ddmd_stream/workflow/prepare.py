@@ -16,7 +16,7 @@ from ddmd_stream.config import (
 )
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import clean_stale_contact_files
-from ddmd_stream.task import KERAS_BACKEND_VAR, SLOTS_PER_GPU_VAR, TaskFile
+from ddmd_stream.task import KERAS_BACKEND_VAR, KERAS_ROLES, SLOTS_PER_GPU_VAR, TaskFile
 from ddmd_stream.workflow.mps import sim_task_settings
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 
@@ -28,7 +28,6 @@ MODULES = {
     "trainer": "ddmd_stream.train",
     "agent": "ddmd_stream.agent",
 }
-KERAS_ROLES = ("trainer", "agent")
 
 
 def assign_simulations(num_simulations: int, num_aggregators: int) -> list[list[int]]:
