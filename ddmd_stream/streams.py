@@ -370,17 +370,17 @@ class FrameWriter:
         self.close()
 
 
-class BatchingWriter:
+class BatchingWriter(FrameWriter):
     """A FrameWriter that collects batches and writes them as one step on `flush()`.
 
-    Same interface as FrameWriter (write, heartbeat, close, counters); `close` flushes first.
-    Used where readers come after the writer (sequential mode: a segment becomes one step).
+    `close` flushes first. Used where readers come after the writer (sequential mode: a
+    segment becomes one step).
     """
 
-    def __init__(self, writer: FrameWriter):
-        self.writer = writer
-        self.path = writer.path
+    def __init__(self, xml: Path, io_name: str, path: Path, open_timeout_s: float = 120.0,
+                 append: bool = False):
         self.pending: list[Batch] = []
+        super().__init__(xml, io_name, path, open_timeout_s, append)
 
     def write(self, batch: Mapping[str, np.ndarray]) -> None:
         self.pending.append({name: np.array(value) for name, value in batch.items()})
@@ -391,29 +391,15 @@ class BatchingWriter:
             return 0
         batch = concat_batches(self.pending)
         self.pending.clear()
-        self.writer.write(batch)
+        super().write(batch)
         return len(next(iter(batch.values())))
-
-    def heartbeat(self, force: bool = False) -> None:
-        self.writer.heartbeat(force)
 
     def close(self) -> None:
         try:
-            self.flush()
+            if getattr(self, "engine", None) is not None:
+                self.flush()
         finally:
-            self.writer.close()
-
-    @property
-    def put_seconds(self) -> float:
-        return self.writer.put_seconds
-
-    @property
-    def frames_written(self) -> int:
-        return self.writer.frames_written
-
-    @property
-    def bytes_written(self) -> int:
-        return self.writer.bytes_written
+            super().close()
 
 
 def _writable(value: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from ddmd_stream.catalog import OutlierCatalog
 from ddmd_stream.ml.registry import latest_version
 from ddmd_stream.profile.events import read_run_events
 from ddmd_stream.rundir import RunDir
-from ddmd_stream.streams import BatchingWriter, FrameWriter, read_store
+from ddmd_stream.streams import BatchingWriter, read_store
 from ddmd_stream.task import TaskFile
 from ddmd_stream.workflow.cleanup import find_leftovers, kill_leftovers
 from ddmd_stream.workflow.prepare import plan_tasks
@@ -167,7 +167,7 @@ def test_checkpoint_round_trip(make_config) -> None:
 def test_batching_writer_writes_one_step_per_flush(tmp_path: Path) -> None:
     store = tmp_path / "agg-sim-0000.bp"
     for _ in range(2):  # a second stage appends to the same store
-        writer = BatchingWriter(FrameWriter(BP5_XML, "AggregatorOutput", store, append=True))
+        writer = BatchingWriter(BP5_XML, "AggregatorOutput", store, append=True)
         for step in range(3):
             writer.write({"step": np.array([step]), "x": np.zeros((1, 2), np.float32)})
         assert writer.flush() == 3 and writer.frames_written == 3

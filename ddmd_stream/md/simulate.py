@@ -85,9 +85,9 @@ class StreamingSimulation:
     def open_stream(self) -> None:
         streams = self.ctx.config.streams
         if self.ctx.config.workflow.mode == "sequential":  # own store, one step per segment
-            self.writer = BatchingWriter(FrameWriter(
+            self.writer = BatchingWriter(
                 streams.adios_xml, streams.aggregator_io, self.ctx.run.sim_store(self.sim_id),
-                streams.open_timeout_s, append=True))
+                streams.open_timeout_s, append=True)
             return
         self.writer = FrameWriter(
             streams.adios_xml,
