@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -170,11 +171,11 @@ def gpu_sharing_line(config: RunConfig, run: RunDir) -> str:
     return f"{line}; MPS off"
 
 
-def _install_stop_handlers(run: RunDir) -> None:
-    from ddmd_stream.workflow.progress import request_stop
+def _on_stop_signals(act: Callable[[str], None]) -> None:
+    """Call `act(signal name)` on SIGINT or SIGTERM (instead of raising or dying)."""
 
     def on_signal(signum: int, _frame: object) -> None:
-        request_stop(run, f"signal {signal.Signals(signum).name}")
+        act(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -184,15 +185,22 @@ def execute(config: RunConfig) -> int:
     from ddmd_stream.workflow.cleanup import kill_leftovers
     from ddmd_stream.workflow.mps import MpsDaemon, launcher_starts_daemon
     from ddmd_stream.workflow.prepare import prepare
-    from ddmd_stream.workflow.progress import Monitor
+    from ddmd_stream.workflow.progress import Monitor, request_stop
 
     if config.resources.is_local:
         os.environ.update(LOOPBACK_ENV)  # every socket of a local run stays on loopback
     started = time.time()
+    early: list[str] = []  # a signal while preparing: honoured once the run directory is whole
+    _on_stop_signals(early.append)
     plan = prepare(config, started)
     run = RunDir(plan.run_dir, config.streams.node_local_path)
     deadline = started + config.workflow.duration_s
-    _install_stop_handlers(run)
+    _on_stop_signals(lambda name: request_stop(run, f"signal {name}"))
+    if early:
+        request_stop(run, f"signal {early[0]} while preparing")
+        logger.warning("stopped by %s before any task started; %s is prepared", early[0],
+                       run.root)
+        return 130 if early[0] == "SIGINT" else 143
     monitor = Monitor(run, config, started, deadline)
     monitor.start()
     logger.info(
@@ -257,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while checking the inputs: nothing was started
+        print("interrupted before the run started", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -277,3 +277,15 @@ def test_non_finite_rows_are_skipped(planted: tuple[np.ndarray, np.ndarray]) -> 
 def test_bad_shape_raises() -> None:
     with pytest.raises(ValueError, match="shape"):
         DBSCANDetector().detect(np.ones(10))
+
+
+@pytest.mark.parametrize("start_eps", [1e-4, 50.0])
+def test_first_cycle_starts_from_the_k_distances(
+    planted: tuple[np.ndarray, np.ndarray], start_eps: float
+) -> None:
+    """A far-off configured eps costs no DBSCAN runs: the sampled k-distances give the start."""
+    latents, far = planted
+    detector = DBSCANDetector(eps=start_eps, min_samples=10, band=(20, 100))
+    detection = detector.detect_adaptive(latents, max_tries=1)
+    assert detector.in_band(len(detection)), (len(detection), detector.eps)
+    assert recall(detection, far) >= 0.9

@@ -157,17 +157,22 @@ class DBSCANDetector(Detector):
     def detect_adaptive(self, latents: np.ndarray, max_tries: int = 8) -> Detection:
         """Like `detect`, retrying with adapted eps until the count is in band (first cycle).
 
-        Updates eps between tries, not after the last one: call `update` as after `detect`.
+        The search starts where the sampled k-distances put the band's centre, unless the
+        current eps already promises a count in band. Updates eps between tries, not after the
+        last one: call `update` as after `detect`.
         """
         x, rows = _prepare(latents)
         with _thread_limit(self.n_jobs):
-            labels = self._labels(x)
+            if not self._measure(x):
+                return _reindex(self._detection(x, np.zeros(len(x), np.int64)), rows)
+            self._guess_eps()
+            labels = self._dbscan(x)
             for _ in range(max_tries - 1):
                 count = int(np.sum(labels == -1))
-                if self._last_n is None or self.in_band(count):
+                if self.in_band(count):
                     break
                 self.update(count)
-                labels = self._labels(x)
+                labels = self._dbscan(x)
             return _reindex(self._detection(x, labels), rows)
 
     def in_band(self, count: int) -> bool:
@@ -177,22 +182,45 @@ class DBSCANDetector(Detector):
 
     def _labels(self, x: FloatArray) -> IntArray:
         """DBSCAN labels at the (clamped) current eps; all 0 where DBSCAN cannot judge."""
+        return self._dbscan(x) if self._measure(x) else np.zeros(len(x), np.int64)
+
+    def _measure(self, x: FloatArray) -> bool:
+        """Size, k-distance and eps-bound statistics of `x`; False where DBSCAN cannot judge."""
         n = len(x)
         diameter = float(np.linalg.norm(np.ptp(x, axis=0))) if n else 0.0
         if n < max(self.min_samples, 2) or diameter == 0.0:
             logger.debug("dbscan: %d points (diameter %.3g): nothing to detect", n, diameter)
             self._last_n = None
-            return np.zeros(n, np.int64)
+            return False
         self._last_n = n
         self._k_distances, cap = self._neighbour_stats(x)
         self._bounds = (diameter * 1e-9, min(diameter, cap))
         self._set_eps(self.eps)
+        return True
+
+    def _dbscan(self, x: FloatArray) -> IntArray:
         start = time.perf_counter()
         labels = DBSCAN(eps=self.eps, min_samples=self.min_samples, n_jobs=self.n_jobs,
                         algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x).labels_
-        logger.debug("dbscan: n=%d eps=%.4g noise=%d clusters=%d (%.2f s)", n, self.eps,
+        logger.debug("dbscan: n=%d eps=%.4g noise=%d clusters=%d (%.2f s)", len(x), self.eps,
                      np.sum(labels == -1), labels.max() + 1, time.perf_counter() - start)
         return labels.astype(np.int64)
+
+    def _guess_eps(self) -> None:
+        """eps at which the sampled points predict the band's centre of non-core points.
+
+        Noise points are non-core, so the prediction bounds the outlier count from above; kept
+        when the current eps already predicts a count in band."""
+        n = self._last_n or 0
+        low, high = scale_band(self.band, n)
+        predicted = float(np.mean(self._k_distances > self.eps)) * n
+        if low <= predicted <= high or len(self._k_distances) == 0:
+            return
+        guess = self._noncore_eps(max(1, round(np.sqrt(max(low, 1) * high))))
+        old = self.eps
+        self._set_eps(guess)
+        logger.info("dbscan: eps %.4g predicts %.0f outliers (band %s); starting at %.4g", old,
+                    predicted, (low, high), self.eps)
 
     def _neighbour_stats(self, x: FloatArray) -> tuple[FloatArray, float]:
         """Sorted k-distances of sampled points, and the eps cap from `max_neighbors`."""
