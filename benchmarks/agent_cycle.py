@@ -1,6 +1,6 @@
 """Agent cycle time by phase (read, load model, encode, cluster, publish) for 80,000 frames.
 
-    python benchmarks/agent_cycle.py [--quick] [--frames 80000] [--cycles 2] [--atoms 504]
+    python benchmarks/agent_cycle.py [--quick] [--frames 80000] [--cycles 3] [--atoms 504]
                                      [--step-frames 1000] [--new-frames 1000] [--agent-cpus 1]
 
 A run directory is prepared (`workflow.prepare.prepare_run_dir`) and a synthetic BP5 store
@@ -17,10 +17,12 @@ one epoch on 1,000 maps (--quick: untrained), then published with `ml.registry.p
 Then `Agent(ctx).cycle()` runs --cycles times on the real task context (`agent.max_samples` =
 --frames, default outlier band [1000, 5000], DBSCAN, n_outliers 500, `resources.agent.cpus`
 = --agent-cpus). Before every cycle after the first, --new-frames new frames are appended to
-the store, as the aggregators would. The phase durations come from the agent's events.jsonl:
-read (new steps into the window), load_model, encode, cluster (DBSCAN; the first cycle searches
-eps), publish_catalog, and `other` = cycle - encode - cluster - publish (window copy, ranking,
-records). Target: <= 30 s per cycle.
+the store, as the aggregators would; before the last of 3 or more cycles a new model version is
+published, as the trainer would (the agent keeps the latents of frames it has encoded until the
+model changes, so that cycle encodes the whole window again). The phase durations come from the
+agent's events.jsonl: read (new steps into the window), load_model, encode (`encoded`: frames
+actually encoded), cluster (DBSCAN; the first cycle searches eps), publish_catalog, and `other`
+= cycle - encode - cluster - publish (window copy, ranking, records). Target: <= 30 s per cycle.
 """
 
 from __future__ import annotations
@@ -116,12 +118,24 @@ def publish_main(run_root: Path, maps_file: Path, train_frames: int, seed: int) 
     return 0
 
 
+def publish_in_child(run_root: Path, maps_file: Path, train_frames: int, seed: int) -> None:
+    """Train and publish a model in a child process (this one holds only what the agent holds)."""
+    started = time.perf_counter()
+    publish = subprocess.run([sys.executable, __file__, "--publish", str(run_root),
+                              "--maps", str(maps_file), "--train-frames", str(train_frames),
+                              "--seed", str(seed)], capture_output=True, text=True)
+    if publish.returncode != 0:
+        raise SystemExit(f"publishing the model failed:\n{publish.stderr[-3000:]}")
+    print(f"{publish.stdout.strip().splitlines()[-1]} in {time.perf_counter() - started:.1f} s",
+          flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="20,000 frames, 64 atoms, 2 cycles (~1 min)")
+                        help="20,000 frames, 64 atoms, 3 cycles (~1 min)")
     parser.add_argument("--frames", type=int, help="frames in the store (default 80,000)")
-    parser.add_argument("--cycles", type=int, help="agent cycles (default 2)")
+    parser.add_argument("--cycles", type=int, help="agent cycles (default 3)")
     parser.add_argument("--atoms", type=int, help="atoms of all_positions/velocities (504)")
     parser.add_argument("--step-frames", type=int, default=1000, help="frames per ADIOS step")
     parser.add_argument("--new-frames", type=int, default=1000,
@@ -137,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         return publish_main(args.publish, args.maps, args.train_frames or 0, args.seed)
     frames = args.frames or (20_000 if args.quick else 80_000)
-    cycles = args.cycles or 2
+    cycles = args.cycles or 3
     atoms = args.atoms or (64 if args.quick else 504)
     train_frames = args.train_frames if args.train_frames is not None else (
         0 if args.quick else 1000)
@@ -178,18 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {written} frames ({store.bytes_written / 1e9:.2f} GB) in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
 
-        started = time.perf_counter()
         maps_file = Path(tmp) / "train-maps.npy"
         np.save(maps_file, np.concatenate(train_maps)[: max(train_frames, 1)])
         del train_maps
-        # in a child process, so that this one holds only what the agent holds
-        publish = subprocess.run([sys.executable, __file__, "--publish", str(run.root),
-                                  "--maps", str(maps_file), "--train-frames", str(train_frames),
-                                  "--seed", str(args.seed)], capture_output=True, text=True)
-        if publish.returncode != 0:
-            raise SystemExit(f"publishing the model failed:\n{publish.stderr[-3000:]}")
-        print(f"{publish.stdout.strip().splitlines()[-1]} in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+        publish_in_child(run.root, maps_file, train_frames, args.seed)
         rss_before = peak_rss_gb()
 
         ctx = TaskContext(TaskFile("agent", 0, run.root, time.time() + 3600), config)
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             if cycle > 0 and args.new_frames > 0:
                 store.write(synthetic_batch(args.new_frames, written, atoms, rng))
                 written += args.new_frames
+            if cycle > 1 and cycle == cycles - 1:
+                publish_in_child(run.root, maps_file, train_frames, args.seed + 1)
             started, cpu = time.perf_counter(), cpu_seconds()
             ran = agent.cycle()
             walls.append(time.perf_counter() - started)
@@ -216,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     table = phases(events, cycles)
     print()
     print(f"{'cycle':>5} {'frames':>7} {'new':>6} {'read':>6} {'load':>6} {'encode':>7}"
-          f" {'cluster':>8} {'publish':>8} {'other':>6} {'total':>7} {'wall':>7}"
+          f" {'encoded':>7} {'cluster':>8} {'publish':>8} {'other':>6} {'total':>7} {'wall':>7}"
           f" {'CPU-s':>6} {'outliers':>8} {'eps':>8}")
     for i, row in enumerate(table):
         print(f"{i + 1:5d} {row['frames']:7d} {row['new']:6d} {row['read']:6.2f}"
-              f" {row['load_model']:6.2f} {row['encode']:7.2f} {row['cluster']:8.2f}"
+              f" {row['load_model']:6.2f} {row['encode']:7.2f} {row['encoded']:7d}"
+              f" {row['cluster']:8.2f}"
               f" {row['publish_catalog']:8.2f}"
               f" {row['other']:6.2f} {row['total']:7.2f} {walls[i]:7.2f} {cpus[i]:6.1f}"
               f" {row['outliers']:8d} {row['eps']:8.4f}")
@@ -244,9 +253,11 @@ def phases(events: list[dict], cycles: int) -> list[dict]:
         name = event["event"]
         if name == "read":
             current = {"read": event["dur"], "new": int(event.get("new", 0)), "load_model": 0.0,
-                       "encode": 0.0, "cluster": 0.0, "publish_catalog": 0.0}
+                       "encode": 0.0, "encoded": 0, "cluster": 0.0, "publish_catalog": 0.0}
         elif name in ("load_model", "encode", "cluster", "publish_catalog"):
             current[name] = event["dur"]
+            if name == "encode":
+                current["encoded"] = int(event.get("encoded", event.get("frames", 0)))
         elif name == "cycle":
             inner = current["encode"] + current["cluster"] + current["publish_catalog"]
             rows.append({**current, "frames": int(event.get("frames", 0)),

@@ -12,6 +12,7 @@ import pytest
 from ddmd_stream.catalog import OutlierCatalog
 from ddmd_stream.ml.data import FrameWindow, RingBuffer
 from ddmd_stream.ml.registry import latest_version, read_meta
+from ddmd_stream.profile.events import read_events
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import FrameWriter
 from ddmd_stream.task import TaskContext, TaskFile
@@ -156,6 +157,45 @@ def test_agent_publishes_outliers_ranked_by_rmsd(run_with_store) -> None:
         np.testing.assert_array_equal(record.positions, frames["all_positions"][index])
         np.testing.assert_array_equal(record.velocities, frames["velocities"][index])
         assert record.sim_id == frames["sim_id"][index] and record.model_version == 1
+
+
+def test_agent_encodes_only_new_frames_until_the_model_changes(make_config) -> None:
+    """Cached latents: frames already encoded by this model version are not encoded again."""
+    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.ml.base import load_model
+    from ddmd_stream.ml.train import Trainer
+
+    config = make_config(**{**TINY, "agent": {**TINY["agent"], "max_samples": 100}})
+    run = prepare_run_dir(config)
+    writer = FrameWriter(run.adios_xml, config.streams.aggregator_io, run.aggregator_store(0))
+    rng = np.random.default_rng(6)
+    writer.write(synthetic_frames(80, 0, rng))
+    trainer = Trainer(context(config, run, "trainer"))
+    trainer.window.update()
+    trainer.train_round()
+    agent = Agent(context(config, run, "agent"))
+
+    def encoded_by_next_cycle() -> int:
+        assert agent.cycle()
+        agent.ctx.events.flush()
+        spans = [e for e in read_events(agent.ctx.events.path) if e["event"] == "encode"]
+        return spans[-1]["encoded"]
+
+    assert encoded_by_next_cycle() == 80
+    writer.write(synthetic_frames(30, 80, rng))  # 10 of the oldest rows are overwritten
+    assert encoded_by_next_cycle() == 30
+    assert encoded_by_next_cycle() == 0
+    rows = agent.window.rows()
+    cached, _ = agent.latents.encode(rows, agent.model, agent.model_version, 64)
+    field = agent.model.input_field
+    model = load_model(latest_version(run.model_dir)[1])
+    again = model.encode(agent.window.gather(rows, [field])[field], 64)
+    np.testing.assert_allclose(cached, again, rtol=1e-4, atol=1e-5)  # row by row, same frames
+    trainer.window.update()
+    trainer.best_val = np.inf  # publish the next round whatever its loss
+    trainer.train_round()
+    assert encoded_by_next_cycle() == 100  # a new model: every frame again
+    writer.close()
 
 
 def test_agent_waits_without_model_or_data(make_config) -> None:

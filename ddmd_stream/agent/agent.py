@@ -11,14 +11,14 @@ import numpy as np
 from ddmd_stream.agent.detectors import Detection, Detector, make_detector, rank_outliers
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.ml.base import LatentModel, load_model, model_kind, resolve_detector
-from ddmd_stream.ml.data import FrameWindow
+from ddmd_stream.ml.data import FrameWindow, LatentCache
 from ddmd_stream.ml.registry import latest_version
 from ddmd_stream.task import TaskContext
 
 logger = logging.getLogger(__name__)
 
 ANGSTROM_TO_NM = 0.1
-FRAME_FIELDS = ["rmsd", "sim_id", "step", "segment_id", "structure_id"]  # + the model's input field
+FRAME_FIELDS = ["rmsd", "sim_id", "step", "segment_id", "structure_id"]  # copied every cycle
 
 
 def restart_fields(stream_velocities: bool, positions: str) -> list[str]:
@@ -40,11 +40,12 @@ class Agent:
         streams = ctx.config.streams
         self.restart_fields = restart_fields(sim.stream_velocities, sim.positions)
         kind = model_kind(ctx.config.training.model)
-        # every cycle copies the frame fields; restart coordinates only for the chosen few
-        self.frame_fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field]))
-        fields = list(dict.fromkeys([*self.frame_fields, *self.restart_fields]))
+        # every cycle copies the frame fields; model input only where a latent is missing,
+        # restart coordinates only for the chosen few
+        fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field, *self.restart_fields]))
         self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
                                   fields, self.settings.max_samples, streams.liveness_timeout_s)
+        self.latents = LatentCache(self.window.buffer)
         self.detector = self.make_detector(kind.preferred_detector)
         self.catalog = OutlierCatalog(ctx.run.catalog_file)
         self.rng = np.random.default_rng(self.settings.seed)
@@ -52,6 +53,7 @@ class Agent:
         self.model_version = 0
         self.cycle_count = 0
         self.first_cycle = 1  # the cycle that may search the detector's parameters
+        self.detected_with = 0  # model version of the last detection
 
     def run(self) -> None:
         if self.ctx.once:  # sequential mode: a process per cycle; number cycles across them
@@ -76,10 +78,10 @@ class Agent:
         self.cycle_count += 1
         with self.ctx.events.span("cycle", cycle=self.cycle_count) as info:
             rows = self.window.rows()
-            frames = self.window.gather(rows, self.frame_fields)
-            with self.ctx.events.span("encode", frames=len(frames["rmsd"])):
-                latents = self.model.encode(frames[self.model.input_field],
-                                            self.settings.encode_batch_size)
+            frames = self.window.gather(rows, FRAME_FIELDS)
+            with self.ctx.events.span("encode", frames=len(rows)) as encoded:
+                latents, encoded["encoded"] = self.latents.encode(
+                    rows, self.model, self.model_version, self.settings.encode_batch_size)
             with self.ctx.events.span("cluster") as cluster:
                 detection = self.detect(latents)
                 self.detector.update(len(detection.indices))
@@ -92,11 +94,15 @@ class Agent:
         return True
 
     def detect(self, latents: np.ndarray) -> Detection:
-        """Detect outliers; the first cycle may search its parameters (e.g. DBSCAN's eps)."""
+        """Detect outliers; the first cycle may search the detector's parameters (DBSCAN's eps)
+        and the first under a new model re-estimates them (its latent space has another scale)."""
         adaptive = getattr(self.detector, "detect_adaptive", None)
-        if self.cycle_count == self.first_cycle and adaptive is not None:
+        new_model, self.detected_with = self.detected_with != self.model_version, self.model_version
+        if adaptive is None:
+            return self.detector.detect(latents)
+        if self.cycle_count == self.first_cycle:
             return adaptive(latents)
-        return self.detector.detect(latents)
+        return adaptive(latents, max_tries=1) if new_model else self.detector.detect(latents)
 
     def load_newest_model(self) -> bool:
         """Load the newest published model when it changed; False while there is none usable."""

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ddmd_stream.streams import Batch, StoreReader
+
+if TYPE_CHECKING:
+    from ddmd_stream.ml.base import LatentModel
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +24,7 @@ class RingBuffer:
         self.arrays: dict[str, np.ndarray] = {}
         self.next = 0  # write position
         self.total = 0  # frames ever added
+        self.serials = np.full(capacity, -1, np.int64)  # per row: its frame's number (or -1)
 
     def __len__(self) -> int:
         return min(self.total, self.capacity)
@@ -33,6 +38,7 @@ class RingBuffer:
         positions = (self.next + np.arange(count - keep, count)) % self.capacity
         for name, array in self.arrays.items():
             array[positions] = batch[name][count - keep:]
+        self.serials[positions] = self.total + np.arange(count - keep, count)
         self.next = (self.next + count) % self.capacity
         self.total += count
 
@@ -52,6 +58,37 @@ class RingBuffer:
     def latest(self, n: int | None = None, fields: list[str] | None = None) -> Batch:
         """The most recent `n` frames (all when None) of `fields` (all when None), oldest first."""
         return self.gather(self.rows(n), fields)
+
+
+class LatentCache:
+    """Latents of buffer rows, kept until the row holds another frame or the model changes.
+
+    A steady agent cycle then encodes only the frames that arrived since the last one."""
+
+    def __init__(self, buffer: RingBuffer):
+        self.buffer = buffer
+        self.latents: np.ndarray | None = None
+        self.serials = np.full(buffer.capacity, -1, np.int64)  # frame each latent belongs to
+        self.model_version: int | None = None
+
+    def encode(self, rows: np.ndarray, model: LatentModel, version: int,
+               batch_size: int) -> tuple[np.ndarray, int]:
+        """Latents of buffer `rows` under model `version`, and how many had to be encoded."""
+        if version != self.model_version:
+            self.serials[:] = -1
+            self.model_version = version
+        current = self.buffer.serials[rows]
+        stale = self.serials[rows] != current
+        if stale.any():
+            field = model.input_field
+            fresh = model.encode(self.buffer.gather(rows[stale], [field])[field], batch_size)
+            if self.latents is None or self.latents.shape[1:] != fresh.shape[1:]:
+                self.latents = np.zeros((self.buffer.capacity, *fresh.shape[1:]), fresh.dtype)
+            self.latents[rows[stale]] = fresh
+            self.serials[rows[stale]] = current[stale]
+        if self.latents is None:  # no rows asked for yet
+            return np.empty((0, 0), np.float32), 0
+        return self.latents[rows], int(stale.sum())
 
 
 class FrameWindow:
