@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, float]] = {
         "aggregator_fps": 3000.0,  # measured (aggregator_throughput.py), per CPU-second
         "bp5_mbps": 39.0,  # measured lower bound (as above)
         "train_samples_per_s": 247.0,  # measured (train_throughput.py, paper CVAE, batch 32)
-        "agent_cycle_s": 29.8,  # measured after a new model (11.9 s under the same one)
+        "agent_cycle_s": 29.2,  # measured after a new model (11.8 s under the same one)
     },
 }
 
