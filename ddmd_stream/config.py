@@ -356,7 +356,12 @@ class AgentConfig(Section):
         description="Outlier detector in latent space; "
         "auto = the model's own (CVAE: dbscan, 3dAAE: lof).",
     )
-    eps: PositiveFloat = Field(0.2, description="Initial DBSCAN eps (adapted between cycles).")
+    eps: PositiveFloat = Field(
+        0.2,
+        description="Initial DBSCAN eps, kept when the sampled k-distances predict a count in "
+        "band; else the first cycle (and the first under each new model) starts from them. "
+        "Adapted between cycles.",
+    )
     dbscan_min_samples: int = Field(10, ge=1, description="DBSCAN min_samples.")
     outlier_band: tuple[int, int] = Field(
         (1000, 5000), description="Target [low, high] outlier count; eps is adapted to stay inside."

@@ -289,3 +289,13 @@ def test_first_cycle_starts_from_the_k_distances(
     detection = detector.detect_adaptive(latents, max_tries=1)
     assert detector.in_band(len(detection)), (len(detection), detector.eps)
     assert recall(detection, far) >= 0.9
+
+
+def test_a_new_latent_scale_is_met_by_one_run(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    """A new model's latents (here: 20x the scale) make the adapted eps meaningless; the agent's
+    first cycle under it re-estimates eps from the k-distances with a single DBSCAN run."""
+    latents, _ = planted
+    detector = DBSCANDetector(eps=0.3, min_samples=10, band=(20, 100))
+    assert detector.in_band(len(detector.detect_adaptive(latents)))
+    assert not detector.in_band(len(detector.detect(latents * 20.0)))
+    assert detector.in_band(len(detector.detect_adaptive(latents * 20.0, max_tries=1)))
