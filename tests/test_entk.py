@@ -256,3 +256,23 @@ def test_names_and_exit_codes() -> None:
         exception_detail = "exit code: 7"
 
     assert exit_code_of(Failed()) == 7
+
+
+def test_radical_session_gives_the_root_logger_its_handlers_back(tmp_path: Path) -> None:
+    """Closing a RADICAL logger strips the root's handlers; the launcher's end must still log."""
+    import radical.utils as ru
+
+    from ddmd_stream.workflow.entk import radical_session
+
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    pytest_handlers, root.handlers = root.handlers, [handler]  # as after logging.basicConfig
+    try:
+        with radical_session(tmp_path / "radical", {"RADICAL_DEFAULT_IFACE": "lo"}):
+            log = ru.Logger("ddmd.test", path=str(tmp_path), targets=["null"], level="INFO")
+            log.info("a session's log")  # RADICAL attaches its handlers at the first message
+            log.close()  # as at a session's end
+            assert root.handlers == []
+        assert root.handlers == [handler]
+    finally:
+        root.handlers = pytest_handlers

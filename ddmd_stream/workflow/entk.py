@@ -230,6 +230,7 @@ def radical_session(root: Path, env: dict[str, str]) -> Iterator[None]:
     env = {**env, "PWD": str(root)}  # RADICAL expands $PWD, which os.chdir does not update
     saved = {key: os.environ.get(key) for key in env}
     saved_cwd, saved_ids = Path.cwd(), ru_ids._BASE
+    saved_handlers = list(logging.getLogger().handlers)
     os.environ.update(env)
     os.chdir(root)
     ru.DefaultConfig()["iface"] = env["RADICAL_DEFAULT_IFACE"]  # singleton: may predate env
@@ -239,11 +240,22 @@ def radical_session(root: Path, env: dict[str, str]) -> Iterator[None]:
     finally:
         ru_ids._BASE = saved_ids
         os.chdir(saved_cwd)
+        _restore_root_handlers(saved_handlers)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _restore_root_handlers(handlers: list[logging.Handler]) -> None:
+    """Put back the root logger's handlers: closing a RADICAL logger (ru.Logger.close, at the
+    end of a session) removes the handlers of all its ancestors, the root's included, and the
+    launcher's last log lines (cleanup, "run finished") would go unformatted or unseen."""
+    root = logging.getLogger()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
 
 
 def throttle_polling(appman, interval_s: float = POLL_INTERVAL_S) -> None:
