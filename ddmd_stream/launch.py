@@ -200,7 +200,7 @@ def execute(config: RunConfig) -> int:
         request_stop(run, f"signal {early[0]} while preparing")
         logger.warning("stopped by %s before any task started; %s is prepared", early[0],
                        run.root)
-        return 130 if early[0] == "SIGINT" else 143
+        return 128 + signal.Signals[early[0]].value  # as a shell reports death by signal
     monitor = Monitor(run, config, started, deadline)
     monitor.start()
     logger.info(

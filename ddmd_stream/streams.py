@@ -357,8 +357,13 @@ class FrameWriter:
                 self.info.write(self.path)
             self._last_heartbeat = now
 
+    @property
+    def is_open(self) -> bool:
+        """Opened (the constructor got that far) and not closed yet."""
+        return getattr(self, "engine", None) is not None
+
     def close(self) -> None:
-        if getattr(self, "engine", None) is not None:
+        if self.is_open:
             self.engine.close()
             self.engine = None
             WriterInfo.sidecar(self.path).unlink(missing_ok=True)
@@ -396,7 +401,7 @@ class BatchingWriter(FrameWriter):
 
     def close(self) -> None:
         try:
-            if getattr(self, "engine", None) is not None:
+            if self.is_open:
                 self.flush()
         finally:
             super().close()

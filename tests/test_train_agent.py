@@ -167,35 +167,35 @@ def test_agent_encodes_only_new_frames_until_the_model_changes(make_config) -> N
 
     config = make_config(**{**TINY, "agent": {**TINY["agent"], "max_samples": 100}})
     run = prepare_run_dir(config)
-    writer = FrameWriter(run.adios_xml, config.streams.aggregator_io, run.aggregator_store(0))
-    rng = np.random.default_rng(6)
-    writer.write(synthetic_frames(80, 0, rng))
-    trainer = Trainer(context(config, run, "trainer"))
-    trainer.window.update()
-    trainer.train_round()
-    agent = Agent(context(config, run, "agent"))
+    store = run.aggregator_store(0)
+    with FrameWriter(run.adios_xml, config.streams.aggregator_io, store) as writer:
+        rng = np.random.default_rng(6)
+        writer.write(synthetic_frames(80, 0, rng))
+        trainer = Trainer(context(config, run, "trainer"))
+        trainer.window.update()
+        trainer.train_round()
+        agent = Agent(context(config, run, "agent"))
 
-    def encoded_by_next_cycle() -> int:
-        assert agent.cycle()
-        agent.ctx.events.flush()
-        spans = [e for e in read_events(agent.ctx.events.path) if e["event"] == "encode"]
-        return spans[-1]["encoded"]
+        def encoded_by_next_cycle() -> int:
+            assert agent.cycle()
+            agent.ctx.events.flush()
+            spans = [e for e in read_events(agent.ctx.events.path) if e["event"] == "encode"]
+            return spans[-1]["encoded"]
 
-    assert encoded_by_next_cycle() == 80
-    writer.write(synthetic_frames(30, 80, rng))  # 10 of the oldest rows are overwritten
-    assert encoded_by_next_cycle() == 30
-    assert encoded_by_next_cycle() == 0
-    rows = agent.window.rows()
-    cached, _ = agent.latents.encode(rows, agent.model, agent.model_version, 64)
-    field = agent.model.input_field
-    model = load_model(latest_version(run.model_dir)[1])
-    again = model.encode(agent.window.gather(rows, [field])[field], 64)
-    np.testing.assert_allclose(cached, again, rtol=1e-4, atol=1e-5)  # row by row, same frames
-    trainer.window.update()
-    trainer.best_val = np.inf  # publish the next round whatever its loss
-    trainer.train_round()
-    assert encoded_by_next_cycle() == 100  # a new model: every frame again
-    writer.close()
+        assert encoded_by_next_cycle() == 80
+        writer.write(synthetic_frames(30, 80, rng))  # 10 of the oldest rows are overwritten
+        assert encoded_by_next_cycle() == 30
+        assert encoded_by_next_cycle() == 0
+        rows = agent.window.rows()
+        cached, _ = agent.latents.encode(rows, agent.model, agent.model_version, 64)
+        field = agent.model.input_field
+        model = load_model(latest_version(run.model_dir)[1])
+        again = model.encode(agent.window.gather(rows, [field])[field], 64)
+        np.testing.assert_allclose(cached, again, rtol=1e-4, atol=1e-5)  # row by row, same frames
+        trainer.window.update()
+        trainer.best_val = np.inf  # publish the next round whatever its loss
+        trainer.train_round()
+        assert encoded_by_next_cycle() == 100  # a new model: every frame again
 
 
 def test_agent_waits_without_model_or_data(make_config) -> None:

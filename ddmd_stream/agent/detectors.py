@@ -157,9 +157,9 @@ class DBSCANDetector(Detector):
     def detect_adaptive(self, latents: np.ndarray, max_tries: int = 8) -> Detection:
         """Like `detect`, retrying with adapted eps until the count is in band (first cycle).
 
-        The search starts where the sampled k-distances put the band's centre, unless the
-        current eps already promises a count in band. Updates eps between tries, not after the
-        last one: call `update` as after `detect`.
+        The search starts from the sampled k-distances (`_guess_eps`), unless the current eps
+        already promises a count in band. Updates eps between tries, not after the last one:
+        call `update` as after `detect`.
         """
         x, rows = _prepare(latents)
         with _thread_limit(self.n_jobs):
