@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     train_frames = args.train_frames if args.train_frames is not None else (
         0 if args.quick else 1000)
 
-    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.agent import Agent
     from ddmd_stream.config import load_config, parse_config
-    from ddmd_stream.profile.events import read_events
+    from ddmd_stream.events import read_events
     from ddmd_stream.streams import FrameWriter
     from ddmd_stream.task import TaskContext, TaskFile
     from ddmd_stream.workflow.prepare import prepare_run_dir

@@ -104,7 +104,7 @@ def read_status(path: Path) -> dict:
 
 def last_read_and_write(events: Path) -> tuple[float, float]:
     """time.time() of the aggregator's last stream read and of the end of its last store write."""
-    from ddmd_stream.profile.events import read_events
+    from ddmd_stream.events import read_events
 
     records = read_events(events)
     last_read = max(e["t"] for e in records if e["event"] == "read")

@@ -83,8 +83,8 @@ def launch(config_file: Path, log: Path) -> float:
 
 def analyse(run_dir: Path, wall_s: float) -> dict[str, Any]:
     """Simulated ns and utilization per role from the run's events."""
-    from ddmd_stream.profile.events import read_run_events
-    from ddmd_stream.profile.report import role_of, task_seconds
+    from ddmd_stream.events import read_run_events
+    from ddmd_stream.report.load import role_of, task_seconds
 
     events = read_run_events(run_dir)
     by_task: dict[str, list[dict]] = {}

@@ -1,34 +1,38 @@
-"""Steered (streaming, S) vs plain MD: conformational states covered at equal simulated time.
+"""Does steering find the rare basin faster than plain MD? Three arms at equal resources.
 
-    python benchmarks/sampling.py [--systems alanine fs-peptide] [--minutes 5] [--sims 2]
-                                  [--engine local|entk] [--out runs/sampling]
+    python benchmarks/sampling.py [--seeds 5] [--budget-ns 10] [--sims 4] [--quick]
+                                  [--solvent implicit] [--temperature 300] [--out runs/sampling]
 
-For each system, two runs from the same start (same PDB, same seeds, same MD settings), one
-after the other, each for `--minutes` of wall time:
-- steered: `workflow.mode: streaming` (simulations, aggregator, trainer, agent; simulations
-  restart from the agent's outliers after every segment);
-- plain:   `workflow.mode: plain` (the same simulations and aggregator; no trainer, no agent,
-  no restarts).
-The local engine is the default here (what is compared is simulated time, not engine start-up;
-`--engine entk` runs both on RADICAL-EnTK).
+System: alanine dipeptide (22 atoms), every run from the same conformation settled in C7eq
+(`ddmd_stream/data/alanine-dipeptide-c7eq.pdb`, φ ≈ -77°, ψ ≈ 55°; made and checked by
+`sampling_pilot.py`). The rare basin is C7ax/αL, 30° < φ < 100°. Solvent and temperature
+come from the pilot (plain MD must reach the basin in roughly 30–70 % of runs within the
+budget, or no difference can show).
 
-States:
-- alanine: the packaged alanine dipeptide (`ddmd_stream/data/alanine-dipeptide.pdb`), all-atom
-  positions streamed (`simulation.positions: all`; it has a single Cα), the 3dAAE on the 22-atom
-  clouds (`training.model: aae`, LOF outliers); a state is a cell of a 36 x 36 grid over the
-  backbone dihedrals (phi, psi), 10 degrees each (1,296 states).
-- fs-peptide: the packaged FS-peptide (21 residues), Cα positions and contact maps, the CVAE
-  (DBSCAN outliers); Cα coordinates of every frame of both runs, pooled and aligned (Kabsch) to
-  the starting structure, are cut into 100 states by MiniBatchKMeans (seed 0).
-Outliers are ranked by their outlier score (`agent.ranking: score`), restarts pick a random
-catalog entry; see `system_config` for every setting.
+Arms (each a real workflow run of `python -m ddmd_stream.launch`, local engine, the same
+simulations, report interval and segment schedule):
+- plain:   `workflow.mode: plain` — simulations and aggregator only, never restarted.
+- random:  the streaming workflow with trainer and agent, but `agent.detector: uniform`: after
+           every segment a simulation restarts from a uniformly random past frame (separates
+           "restarting" from "steering"; the same tasks use the same CPU as steered).
+- steered: the streaming workflow: CVAE on heavy-atom contact maps, DBSCAN outliers in its
+           latent space ranked by outlier score (novelty; there is no target structure).
+Each run stops when its simulations have simulated `--budget-ns` together
+(`workflow.stop_total_ns`). Seeds run alternately (seed 1: plain, random, steered; seed 2:
+random, steered, plain; ...), so drifts of a noisy machine fall on every arm alike.
 
-Coverage at simulated time t: the share of states visited by the frames every simulation wrote
-up to its own simulated time t (the step counter of a simulation keeps counting through
-restarts); the x axis is the total over all simulations (sims x t). Both runs are compared up
-to the shorter total. Prints coverage vs simulated time for both, the ratio at the end, and
-writes `OUT/sampling.png` and `OUT/sampling.json`. Short runs: the steered run spends its first
-minute or two before the first model exists, so this is a short-run figure, not the paper's.
+Global clock: a run's frames in the order they were made (their `wall_time`); the k-th frame
+stands at total simulated time k × report interval, over the whole ensemble. No simulation
+restarts from a frame that is in its future: restarts come from frames already streamed.
+
+Metrics per run: total ns (and wall seconds from the first frame) to the first frame in the
+rare basin; coverage of φ/ψ cells (20° × 20°) vs total ns, as a share of the cells visited by
+any run of any arm, and its area under the curve up to the budget (AUC, 0..1). Prints every
+seed's numbers, the medians, the share of runs of each arm that reached the basin, the ratios
+`first passage: steered vs plain N.N×, steered vs random restarts N.N×` (ratios of median
+total ns; a run that never reached the basin counts as the budget, so the ratio is a lower
+bound where plain or random did not reach it), and the AUC ratios; writes OUT/sampling.png and
+OUT/sampling.json.
 """
 
 from __future__ import annotations
@@ -47,246 +51,244 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "ddmd_stream" / "data"
-MODES = {"steered": "streaming", "plain": "plain"}
-GRID = 36  # phi/psi cells per axis
-CLUSTERS = 100
-CURVE_POINTS = 40
+ARMS = ("plain", "random", "steered")
+RARE_PHI = (30.0, 100.0)
+CELL_DEG = 20.0
+CURVE_POINTS = 100
 
 
-def system_config(system: str, mode: str, run_dir: Path, minutes: float, sims: int,
-                  engine: str) -> dict[str, Any]:
-    """The run configuration (a plain mapping) for one system and mode."""
-    common = {
-        "workflow": {"run_dir": str(run_dir), "mode": mode, "engine": engine,
-                     "duration_s": minutes * 60.0, "on_existing": "overwrite"},
-        "simulation": {"num_simulations": sims, "platform": "CPU", "cpu_threads": 1, "seed": 11,
-                       "restart_policy": "random", "velocity_copy_probability": 0.0},
+def arm_config(arm: str, run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The run configuration of one arm (a plain mapping for the YAML file)."""
+    from ddmd_stream.config import PACKAGE_DATA
+
+    forcefield = ["amber99sbildn.xml"] + (["amber99_obc.xml"] if args.solvent == "implicit"
+                                          else [])
+    config: dict[str, Any] = {
+        "workflow": {"run_dir": str(run_dir), "engine": "local", "on_existing": "overwrite",
+                     "duration_s": args.max_minutes * 60, "stop_total_ns": args.budget_ns,
+                     "heartbeat_s": 1, "mode": "plain" if arm == "plain" else "streaming"},
+        "simulation": {
+            "num_simulations": args.sims, "pdb_file": str(PACKAGE_DATA /
+                                                          "alanine-dipeptide-c7eq.pdb"),
+            "solvent": args.solvent, "forcefield": forcefield,
+            "temperature_k": args.temperature, "platform": "Reference", "seed": 1000 * seed,
+            "minimize": False,  # the packaged start is minimized; all arms start from it as is
+            "report_interval_ps": args.report_ps, "segment_length_ns": args.segment_ns,
+            "contact_atoms": "heavy", "contact_cutoff_angstrom": 4.5, "positions": "heavy",
+            "restart_policy": "random", "velocity_copy_probability": 0.5,
+        },
         "streams": {"adios_xml": str(REPO / "adios_xml" / "sst.xml")},
-        "resources": {"walltime_min": int(minutes) + 15},
+        "resources": {"walltime_min": args.max_minutes + 10},
     }
-    if system == "alanine":
-        specific = {
-            "simulation": {"pdb_file": str(DATA / "alanine-dipeptide.pdb"), "positions": "all",
-                           "report_interval_ps": 1.0, "segment_length_ns": 0.05},
-            "training": {"model": "aae", "min_samples": 200, "epochs": 5, "batch_size": 64,
-                         "max_samples": 20000},
-            "agent": {"min_samples": 200, "max_samples": 20000, "ranking": "score",
-                      "n_outliers": 50, "outlier_band": [20, 200], "cycle_interval_s": 10},
+    if arm != "plain":
+        config["training"] = {
+            "model": "cvae", "min_samples": 200, "epochs": 5, "batch_size": 64,
+            "max_samples": 20000, "round_interval_s": 10, "seed": seed,
+            "cvae": {"conv_filters": [16, 16, 16], "conv_kernels": [3, 3, 3],
+                     "conv_strides": [1, 2, 1], "dense_units": 32, "latent_dim": 4},
         }
-    else:
-        specific = {
-            "simulation": {"pdb_file": str(DATA / "fs-peptide.pdb"), "report_interval_ps": 0.5,
-                           "segment_length_ns": 0.02},
-            "training": {"model": "cvae", "min_samples": 60, "epochs": 3, "batch_size": 32,
-                         "cvae": {"conv_filters": [16, 16, 16, 16], "dense_units": 64}},
-            "agent": {"min_samples": 60, "ranking": "score", "n_outliers": 20,
-                      "outlier_band": [5, 50], "cycle_interval_s": 10},
+        config["agent"] = {
+            "min_samples": 200, "max_samples": 20000, "n_outliers": args.n_outliers,
+            "cycle_interval_s": 5, "seed": seed, "outlier_band": [10, 200],
+            "dbscan_min_samples": 5,
+            "detector": "uniform" if arm == "random" else "auto",
+            "ranking": "random" if arm == "random" else "score",
         }
-    if mode == "plain":
-        specific = {k: v for k, v in specific.items() if k not in ("training", "agent")}
-    return {**common, **specific,
-            "simulation": {**common["simulation"], **specific["simulation"]}}
+    return config
 
 
-def run_once(system: str, label: str, args: argparse.Namespace) -> Path:
-    run_dir = (args.out / system / label).resolve()
-    config = system_config(system, MODES[label], run_dir, args.minutes, args.sims, args.engine)
-    config_file = run_dir.parent / f"{label}.yaml"
+def run_arm(arm: str, seed: int, args: argparse.Namespace) -> Path:
+    run_dir = (args.out / f"seed{seed}" / arm).resolve()
+    config_file = run_dir.parent / f"{arm}.yaml"
     config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    print(f"{system} {label}: running {args.minutes:g} min in {run_dir} ...", flush=True)
+    config_file.write_text(yaml.safe_dump(arm_config(arm, run_dir, seed, args), sort_keys=False))
     started = time.monotonic()
-    with open(run_dir.parent / f"{label}.log", "w") as log:
+    with open(run_dir.parent / f"{arm}.log", "w") as log:
         code = subprocess.call([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
                                stdout=log, stderr=subprocess.STDOUT)
-    print(f"{system} {label}: done in {time.monotonic() - started:.0f} s (exit {code})",
+    print(f"seed {seed} {arm:>7}: {time.monotonic() - started:5.0f} s (exit {code})",
           flush=True)
     return run_dir
-
-
-# --------------------------------------------------------------------------- frames → states
-
-
-def load_frames(run_dir: Path) -> dict[str, np.ndarray]:
-    """positions, sim_id and simulated time (ps) of every stored frame of a run."""
-    from ddmd_stream.config import load_config
-    from ddmd_stream.rundir import RunDir
-    from ddmd_stream.streams import concat_batches, read_store
-
-    config = load_config(RunDir(run_dir).config_file)
-    parts = [read_store(p, ["positions", "sim_id", "step"])
-             for p in RunDir(run_dir).aggregator_stores()]
-    frames = concat_batches([p for p in parts if p])
-    frames["time_ps"] = frames["step"] * config.simulation.timestep_fs * 1e-3
-    return frames
-
-
-def dihedrals(positions: np.ndarray, quads: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """Dihedral angles (degrees, -180..180) of atom quadruples, for each frame."""
-    angles = []
-    for a, b, c, d in quads:
-        b0 = positions[:, a] - positions[:, b]
-        b1 = positions[:, c] - positions[:, b]
-        b2 = positions[:, d] - positions[:, c]
-        b1 /= np.linalg.norm(b1, axis=1, keepdims=True)
-        v = b0 - np.sum(b0 * b1, axis=1, keepdims=True) * b1
-        w = b2 - np.sum(b2 * b1, axis=1, keepdims=True) * b1
-        x = np.sum(v * w, axis=1)
-        y = np.sum(np.cross(b1, v) * w, axis=1)
-        angles.append(np.degrees(np.arctan2(y, x)))
-    return np.stack(angles, axis=1)
-
-
-def backbone_quads(pdb_file: Path) -> list[tuple[int, int, int, int]]:
-    """Atom indices of phi (C-N-CA-C) and psi (N-CA-C-N) of the middle residue."""
-    from openmm import app
-
-    residues = list(app.PDBFile(str(pdb_file)).topology.residues())
-    atom = {(r.index, a.name): a.index for r in residues for a in r.atoms()}
-    middle = next(r.index for r in residues if (r.index, "CA") in atom)
-    phi = (atom[middle - 1, "C"], atom[middle, "N"], atom[middle, "CA"], atom[middle, "C"])
-    psi = (atom[middle, "N"], atom[middle, "CA"], atom[middle, "C"], atom[middle + 1, "N"])
-    return [phi, psi]
-
-
-def grid_states(frames: dict[str, np.ndarray], quads: list[tuple[int, int, int, int]]
-                ) -> np.ndarray:
-    angles = dihedrals(frames["positions"].astype(np.float64), quads)
-    cells = np.clip(((angles + 180.0) / (360.0 / GRID)).astype(int), 0, GRID - 1)
-    return cells[:, 0] * GRID + cells[:, 1]
-
-
-def align(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Every frame (n, atoms, 3) optimally superposed (Kabsch) onto `reference` (atoms, 3)."""
-    x = coords - coords.mean(axis=1, keepdims=True)
-    ref = reference - reference.mean(axis=0)
-    h = np.einsum("nai,aj->nij", x, ref)
-    u, _, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(np.einsum("nij,njk->nik", u, vt)))
-    u[:, :, -1] *= d[:, None]
-    rotation = np.einsum("nij,njk->nik", u, vt)
-    return np.einsum("nai,nij->naj", x, rotation)
-
-
-def cluster_states(runs: dict[str, dict[str, np.ndarray]], reference: np.ndarray
-                   ) -> dict[str, np.ndarray]:
-    from sklearn.cluster import MiniBatchKMeans
-
-    features = {label: align(f["positions"].astype(np.float64), reference).reshape(
-        len(f["positions"]), -1) for label, f in runs.items()}
-    model = MiniBatchKMeans(CLUSTERS, random_state=0, n_init=3, batch_size=2048)
-    model.fit(np.concatenate(list(features.values())))
-    return {label: model.predict(x) for label, x in features.items()}
-
-
-def coverage_curve(frames: dict[str, np.ndarray], states: np.ndarray, t_grid: np.ndarray,
-                   n_states: int) -> np.ndarray:
-    """Share of states visited by frames with per-simulation time <= t, for each t."""
-    return np.array([len(np.unique(states[frames["time_ps"] <= t])) / n_states for t in t_grid])
 
 
 # --------------------------------------------------------------------------- analysis
 
 
-def analyse(system: str, runs: dict[str, Path]) -> dict[str, Any]:
-    from ddmd_stream.md.system import load_pdb, positions_angstrom
+def load_run(run_dir: Path, report_ps: float) -> dict[str, np.ndarray]:
+    """φ/ψ (degrees), total ns and wall seconds of every stored frame, in the order made."""
+    from ddmd_stream import frames as f
+    from ddmd_stream.config import PACKAGE_DATA
+    from ddmd_stream.md.geometry import dihedrals, phi_psi_atoms
+    from ddmd_stream.md.system import load_pdb
+    from ddmd_stream.rundir import RunDir
+    from ddmd_stream.streams import concat_batches, read_store
 
-    frames = {label: load_frames(run) for label, run in runs.items()}
-    pdb = DATA / ("alanine-dipeptide.pdb" if system == "alanine" else "fs-peptide.pdb")
-    if system == "alanine":
-        quads = backbone_quads(pdb)
-        states = {label: grid_states(f, quads) for label, f in frames.items()}
-        n_states, kind = GRID * GRID, f"phi/psi cells ({GRID}x{GRID})"
-    else:
-        from ddmd_stream.md.geometry import ca_indices
-
-        structure = load_pdb(pdb)
-        reference = positions_angstrom(structure)[ca_indices(structure.topology)]
-        states = cluster_states(frames, reference)
-        n_states, kind = CLUSTERS, f"MiniBatchKMeans states ({CLUSTERS}) of aligned Cα"
-    sims = {label: np.unique(f["sim_id"]) for label, f in frames.items()}
-    # equal compute: every simulation of both runs has reached t_end
-    t_end = min(float(f["time_ps"][f["sim_id"] == s].max()) for label, f in frames.items()
-                for s in sims[label])
-    t_grid = np.linspace(t_end / CURVE_POINTS, t_end, CURVE_POINTS)
-    n_sims = max(len(s) for s in sims.values())
-    curves = {label: coverage_curve(frames[label], states[label], t_grid, n_states)
-              for label in frames}
-    restarts = {label: _restarts(run) for label, run in runs.items()}
-    return {"system": system, "states": kind, "n_states": n_states, "sims": n_sims,
-            "total_ns": (n_sims * t_grid / 1000.0).tolist(),
-            "coverage": {label: c.tolist() for label, c in curves.items()},
-            "frames": {label: int(np.sum(f["time_ps"] <= t_end)) for label, f in frames.items()},
-            "restarts": restarts,
-            "ratio_at_end": curves["steered"][-1] / max(curves["plain"][-1], 1e-12)}
+    parts = [read_store(p, [f.ALL_POSITIONS, f.WALL_TIME, f.SIM_ID, f.SEGMENT_ID])
+             for p in RunDir(run_dir).aggregator_stores()]
+    batch = concat_batches([p for p in parts if p])
+    order = np.argsort(batch[f.WALL_TIME], kind="stable")
+    topology = load_pdb(PACKAGE_DATA / "alanine-dipeptide-c7eq.pdb").topology
+    angles = dihedrals(batch[f.ALL_POSITIONS][order], phi_psi_atoms(topology))
+    wall = batch[f.WALL_TIME][order]
+    return {"phi": angles[:, 0], "psi": angles[:, 1], "wall_s": wall - wall[0],
+            "total_ns": np.arange(1, len(order) + 1) * report_ps / 1000.0,
+            "restarts": np.array(_restarts(run_dir))}
 
 
-def _restarts(run: Path) -> int:
-    from ddmd_stream.profile.events import read_run_events
+def _restarts(run_dir: Path) -> int:
+    from ddmd_stream.events import read_run_events
 
-    return sum(e["event"] == "restart" for e in read_run_events(run))
-
-
-def print_result(result: dict[str, Any]) -> None:
-    print(f"\n{result['system']}: {result['states']}, {result['sims']} simulations; frames "
-          f"used {result['frames']}; restarts {result['restarts']}")
-    print(f"{'total ns':>9s} {'steered %':>10s} {'plain %':>8s}")
-    step = max(1, CURVE_POINTS // 8)
-    for i in [*range(step - 1, CURVE_POINTS - 1, step), CURVE_POINTS - 1]:
-        print(f"{result['total_ns'][i]:9.3f} {100 * result['coverage']['steered'][i]:10.1f} "
-              f"{100 * result['coverage']['plain'][i]:8.1f}")
-    print(f"steered/plain states covered at {result['total_ns'][-1]:.3f} ns: "
-          f"{result['ratio_at_end']:.2f} (target >= 2)")
+    return sum(e["event"] == "restart" for e in read_run_events(run_dir))
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def cells(frames: dict[str, np.ndarray]) -> np.ndarray:
+    per_axis = int(360 / CELL_DEG)
+    phi = np.clip(((frames["phi"] + 180) // CELL_DEG).astype(int), 0, per_axis - 1)
+    psi = np.clip(((frames["psi"] + 180) // CELL_DEG).astype(int), 0, per_axis - 1)
+    return phi * per_axis + psi
+
+
+def first_passage(frames: dict[str, np.ndarray]) -> tuple[float | None, float | None]:
+    """(total ns, wall s) at the first frame in the rare basin; (None, None) if none."""
+    rare = np.flatnonzero((frames["phi"] > RARE_PHI[0]) & (frames["phi"] < RARE_PHI[1]))
+    if len(rare) == 0:
+        return None, None
+    return float(frames["total_ns"][rare[0]]), float(frames["wall_s"][rare[0]])
+
+
+def coverage(frames: dict[str, np.ndarray], accessible: set[int], grid: np.ndarray
+             ) -> np.ndarray:
+    """Share of the accessible cells visited up to each total ns of `grid`."""
+    visited = cells(frames)
+    first_visit: dict[int, float] = {}
+    for cell, ns in zip(visited.tolist(), frames["total_ns"].tolist(), strict=True):
+        first_visit.setdefault(cell, ns)
+    times = np.sort(np.array([first_visit[c] for c in first_visit if c in accessible]))
+    return np.searchsorted(times, grid, side="right") / max(1, len(accessible))
+
+
+def analyse(runs: dict[tuple[int, str], Path], args: argparse.Namespace) -> dict[str, Any]:
+    frames = {key: load_run(path, args.report_ps) for key, path in runs.items()}
+    accessible = set().union(*(set(cells(f).tolist()) for f in frames.values()))
+    grid = np.linspace(args.budget_ns / CURVE_POINTS, args.budget_ns, CURVE_POINTS)
+    per_run = []
+    for (seed, arm), data in sorted(frames.items()):
+        ns, wall = first_passage(data)
+        curve = coverage(data, accessible, grid)
+        per_run.append({"seed": seed, "arm": arm, "first_ns": ns, "first_wall_s": wall,
+                        "total_ns": float(data["total_ns"][-1]) if len(data["phi"]) else 0.0,
+                        "wall_s": float(data["wall_s"][-1]) if len(data["phi"]) else 0.0,
+                        "restarts": int(data["restarts"]), "auc": float(curve.mean()),
+                        "coverage": curve.tolist()})
+    return {"budget_ns": args.budget_ns, "grid_ns": grid.tolist(), "accessible": len(accessible),
+            "runs": per_run, "summary": summarize(per_run, args.budget_ns)}
+
+
+def summarize(per_run: list[dict[str, Any]], budget_ns: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for arm in ARMS:
+        runs = [r for r in per_run if r["arm"] == arm]
+        first = [r["first_ns"] if r["first_ns"] is not None else budget_ns for r in runs]
+        summary[arm] = {"median_first_ns": float(np.median(first)) if first else None,
+                        "reached": sum(r["first_ns"] is not None for r in runs),
+                        "runs": len(runs),
+                        "mean_auc": float(np.mean([r["auc"] for r in runs])) if runs else None}
+    steered = summary["steered"]["median_first_ns"] or float("nan")
+    for other in ("plain", "random"):
+        summary[f"first_passage_vs_{other}"] = (summary[other]["median_first_ns"] or 0) / steered
+        summary[f"auc_vs_{other}"] = summary["steered"]["mean_auc"] / max(
+            summary[other]["mean_auc"] or 0, 1e-12)
+    return summary
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"\nalanine dipeptide, {args.solvent} {args.temperature:g} K, {args.sims} simulations, "
+          f"budget {args.budget_ns:g} ns per run, report {args.report_ps:g} ps, segment "
+          f"{args.segment_ns * 1000:g} ps; {platform.node()} ({os.cpu_count()} cores); "
+          f"{result['accessible']} φ/ψ cells visited by any run")
+    print(f"{'seed':>4} {'arm':>8} {'first ns':>9} {'first s':>8} {'total ns':>9} "
+          f"{'wall s':>7} {'restarts':>8} {'AUC':>6}")
+    for r in result["runs"]:
+        first = "-" if r["first_ns"] is None else f"{r['first_ns']:.3f}"
+        wall = "-" if r["first_wall_s"] is None else f"{r['first_wall_s']:.0f}"
+        print(f"{r['seed']:>4} {r['arm']:>8} {first:>9} {wall:>8} {r['total_ns']:9.2f} "
+              f"{r['wall_s']:7.0f} {r['restarts']:8d} {r['auc']:6.3f}")
+    s = result["summary"]
+    for arm in ARMS:
+        print(f"{arm:>8}: median first passage {s[arm]['median_first_ns']:.3f} ns "
+              f"(censored at the budget), reached {s[arm]['reached']}/{s[arm]['runs']}, "
+              f"mean coverage AUC {s[arm]['mean_auc']:.3f}")
+    print(f"first passage: steered vs plain {s['first_passage_vs_plain']:.1f}×, "
+          f"steered vs random restarts {s['first_passage_vs_random']:.1f}×")
+    print(f"coverage AUC: steered vs plain {s['auc_vs_plain']:.2f}×, "
+          f"steered vs random restarts {s['auc_vs_random']:.2f}×")
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.5 * len(results), 4.2), layout="constrained")
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(results), squeeze=False)[0]
-    for ax, result in zip(axes, results, strict=True):
-        for label, style in (("steered", "-"), ("plain", "--")):
-            ax.plot(result["total_ns"], 100 * np.array(result["coverage"][label]), style,
-                    label=f"{label} MD")
-        ax.set_xlabel(f"total simulated time, {result['sims']} simulations (ns)")
-        ax.set_ylabel(f"states covered (% of {result['n_states']})")
-        ax.set_title(f"{result['system']}: {result['states']}", fontsize="medium")
+    passage, cover = figure.subplots(1, 2)
+    colours = {"plain": "tab:gray", "random": "tab:orange", "steered": "tab:blue"}
+    for x, arm in enumerate(ARMS):
+        runs = [r for r in result["runs"] if r["arm"] == arm]
+        values = [r["first_ns"] if r["first_ns"] is not None else result["budget_ns"]
+                  for r in runs]
+        reached = [r["first_ns"] is not None for r in runs]
+        passage.scatter([x] * len(values), values, c=[colours[arm] if ok else "white"
+                                                      for ok in reached],
+                        edgecolors=colours[arm], s=40)
+        passage.hlines(np.median(values), x - 0.25, x + 0.25, colors=colours[arm])
+        curves = np.array([r["coverage"] for r in runs])
+        cover.plot(result["grid_ns"], 100 * curves.mean(axis=0), color=colours[arm], label=arm)
+    passage.axhline(result["budget_ns"], ls=":", color="black", lw=0.8)
+    passage.set_xticks(range(len(ARMS)), ARMS)
+    passage.set_ylabel("total ns to the rare basin (open: not reached)")
+    passage.set_title("first passage to C7ax/αL (30° < φ < 100°)", fontsize="medium")
+    cover.set_xlabel("total simulated time of the ensemble (ns)")
+    cover.set_ylabel(f"φ/ψ cells visited (% of {result['accessible']}), mean over seeds")
+    cover.set_title("coverage", fontsize="medium")
+    cover.legend()
+    for ax in (passage, cover):
         ax.grid(alpha=0.3)
-        ax.legend()
     figure.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", nargs="+", default=["alanine"],
-                        choices=["alanine", "fs-peptide"])
-    parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each run")
-    parser.add_argument("--sims", type=int, default=2)
-    parser.add_argument("--engine", choices=["local", "entk"], default="local")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget-ns", type=float, default=10.0)
+    parser.add_argument("--sims", type=int, default=4)
+    parser.add_argument("--solvent", choices=["vacuum", "implicit"], default="implicit")
+    parser.add_argument("--temperature", type=float, default=300.0)
+    parser.add_argument("--report-ps", type=float, default=1.0)
+    parser.add_argument("--segment-ns", type=float, default=0.02)
+    parser.add_argument("--n-outliers", type=int, default=20)
+    parser.add_argument("--max-minutes", type=int, default=20, help="cap per run")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, a quarter of the budget")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "sampling")
-    parser.add_argument("--analyse-only", action="store_true",
-                        help="reuse the runs already in --out")
+    parser.add_argument("--analyse-only", action="store_true", help="reuse the runs in --out")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.budget_ns = 2, args.budget_ns / 4
     os.environ.setdefault("ADIOS2_IP", "127.0.0.1")
-    results = []
-    for system in args.systems:
-        if args.analyse_only:
-            runs = {label: (args.out / system / label).resolve() for label in MODES}
-        else:
-            runs = {label: run_once(system, label, args) for label in MODES}
-        results.append(analyse(system, runs))
+    print(f"sampling study {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    runs: dict[tuple[int, str], Path] = {}
+    for seed in range(1, args.seeds + 1):
+        shift = (seed - 1) % len(args.arms)
+        for arm in args.arms[shift:] + args.arms[:shift]:  # alternate the order
+            path = (args.out / f"seed{seed}" / arm).resolve()
+            runs[seed, arm] = path if args.analyse_only else run_arm(arm, seed, args)
+    result = analyse(runs, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sampling.json").write_text(json.dumps(results, indent=1))
-    plot(results, args.out / "sampling.png")
-    print(f"\nsteered vs plain MD, {args.minutes:g} min wall time per run, {platform.node()} "
-          f"({os.cpu_count()} cores), load {os.getloadavg()[0]:.1f}")
-    for result in results:
-        print_result(result)
-    print(f"\nfigure: {args.out / 'sampling.png'}")
+    (args.out / "sampling.json").write_text(json.dumps(result, indent=1))
+    plot(result, args.out / "sampling.png")
+    report(result, args)
+    print(f"figure: {args.out / 'sampling.png'}")
     return 0
 
 

@@ -87,7 +87,7 @@ def timed_steps(simulation, steps: int) -> tuple[float, float]:
 
 
 class Streamer:
-    """A FrameReporter feeding a FrameWriter, the way `md.simulate.StreamingSimulation` does."""
+    """A FrameReporter feeding a FrameWriter, the way `sim.StreamingSimulation` does."""
 
     def __init__(self, simulation, reference, interval: int, transport: str, folder: Path):
         from ddmd_stream.md.geometry import ca_indices

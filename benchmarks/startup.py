@@ -61,7 +61,7 @@ ENGINE_START = re.compile(r"engine_start (\{.*\})")
 
 def task_events(run: Path) -> dict[str, dict[str, dict]]:
     """task name -> {event name: first such event} for task_start/task_end."""
-    from ddmd_stream.profile.events import read_events
+    from ddmd_stream.events import read_events
 
     found: dict[str, dict[str, dict]] = {}
     for path in sorted((run / "tasks").glob("*/events.jsonl")):

@@ -92,7 +92,7 @@ def measure(setting: Setting, batch_size: int, steps: int) -> dict[str, Any]:
 def rss_child(model: str, size: int, window: int, batch_size: int, steps: int) -> dict[str, Any]:
     """Peak RSS of a trainer round over a full window (run in a fresh process)."""
     from ddmd_stream.ml.data import RingBuffer
-    from ddmd_stream.ml.train import peak_rss_mb, split_train_val
+    from ddmd_stream.train import peak_rss_mb, split_train_val
 
     sample = synthetic(model, size, 1)
     net = build(model, sample)
@@ -102,7 +102,7 @@ def rss_child(model: str, size: int, window: int, batch_size: int, steps: int) -
     for start in range(0, window, chunk):
         ring.add({"x": synthetic(model, size, min(chunk, window - start), seed=start)})
     data = ring.latest()["x"]
-    train_idx, val_idx = split_train_val(0, len(data), 0.2)
+    train_idx, val_idx = split_train_val(np.zeros(len(data)), np.arange(len(data)), 20, 0.2)
     train, val = data[train_idx], data[val_idx]
     net.fit(train[: batch_size * steps], val[:batch_size], epochs=1, batch_size=batch_size)
     net.evaluate(val, batch_size=256)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from ddmd_stream.atomic import atomic_path
 from ddmd_stream.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class OutlierRecord:
     rmsd: float  # Å to the folded reference
     score: float = 0.0
     velocities: np.ndarray | None = None  # (n_atoms, 3) nm/ps
+    box: np.ndarray | None = None  # (3, 3) nm periodic box vectors (periodic systems)
     segment_id: int = 0
     structure_id: int = 0  # index into simulation.structures(): the topology of `positions`
     model_version: int = 0
@@ -218,14 +220,9 @@ class OutlierCatalog:
             return previous + 1
 
     def _write(self, catalog: Catalog) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as out:
-            out.write(_encode(catalog))
-            out.flush()
-            os.fsync(out.fileno())
-        self._keep_previous()
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        with atomic_path(self.path) as tmp:  # fsynced, renamed over the catalog, folder fsynced
+            tmp.write_bytes(_encode(catalog))
+            self._keep_previous()
 
     def _keep_previous(self) -> None:
         """Hard-link the current version as `.prev` (atomic, no copy)."""
@@ -238,14 +235,6 @@ class OutlierCatalog:
         except OSError:  # a file system without hard links
             shutil.copyfile(self.path, link)
         os.replace(link, self.previous_path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def pick_restart(

@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from ddmd_stream.atomic import atomic_write
 from ddmd_stream.config import ConfigError, RunConfig, load_config
 from ddmd_stream.errors import InputError
-from ddmd_stream.profile.events import EventRecorder, read_events
+from ddmd_stream.events import EventRecorder, read_events
 from ddmd_stream.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class TaskFile:
             "members": list(self.members),
             "once": self.once,
         }
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        atomic_write(path, yaml.safe_dump(data, sort_keys=False), durable=False)
 
     @classmethod
     def load(cls, path: Path) -> TaskFile:
@@ -172,10 +173,8 @@ class TaskContext:
             return
         self._last_heartbeat = now
         record = {"task": self.name, "pid": os.getpid(), "time": now, **self._status}
-        tmp = self.dir / "status.json.tmp"
-        try:
-            tmp.write_text(json.dumps(record, default=str))
-            os.replace(tmp, self.dir / "status.json")
+        try:  # atomic, not fsynced: rewritten every heartbeat
+            atomic_write(self.dir / "status.json", json.dumps(record, default=str), durable=False)
         except OSError as error:
             logger.error("cannot write heartbeat in %s: %s", self.dir, error)
         self.events.flush()

@@ -9,6 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from ddmd_stream import detectors
 from ddmd_stream.config import AAEConfig, TrainingConfig, parse_config
 from ddmd_stream.ml import base
 
@@ -197,8 +198,8 @@ def test_training_model_is_a_one_line_switch(aae: ModuleType) -> None:
 
 
 def test_detector_resolution_and_model_kinds() -> None:
-    assert base.resolve_detector("auto", "lof") == "lof"
-    assert base.resolve_detector("dbscan", "lof") == "dbscan"
+    assert detectors.resolve("auto", "lof") == "lof"
+    assert detectors.resolve("dbscan", "lof") == "dbscan"
     assert parse_config({}).agent.detector == "auto"
     assert base.model_kind("aae").input_field == "positions"
     with pytest.raises(ValueError, match="unknown model"):

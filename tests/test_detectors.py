@@ -1,4 +1,4 @@
-"""Tests of ddmd_stream.agent.detectors: planted outliers, eps adaptation, ranking, edge cases."""
+"""Tests of ddmd_stream.detectors: planted outliers, eps adaptation, ranking, edge cases."""
 
 from __future__ import annotations
 
@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from ddmd_stream.agent.detectors import (
+from ddmd_stream.config import AgentConfig
+from ddmd_stream.detectors import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
     DBSCANDetector,
     Detection,
     LOFDetector,
     make_detector,
     rank_outliers,
+    resolve,
     scale_band,
 )
-from ddmd_stream.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +246,15 @@ def test_make_detector_follows_config() -> None:
     lof = make_detector(AgentConfig(detector="lof", lof_neighbors=7), n_jobs=1)
     assert isinstance(lof, LOFDetector) and (lof.n_neighbors, lof.n_jobs) == (7, 1)
     assert lof.name == "lof" and dbscan.name == "dbscan"
+
+
+def test_auto_means_the_models_preferred_detector() -> None:
+    assert isinstance(make_detector(AgentConfig(detector="auto"), "lof"), LOFDetector)
+    assert isinstance(make_detector(AgentConfig(detector="dbscan"), "lof"), DBSCANDetector)
+    assert resolve("auto") == DEFAULT_DETECTOR == "dbscan"
+    assert set(DETECTORS) == {"dbscan", "lof", "uniform"}
+    with pytest.raises(ValueError, match="unknown detector"):
+        resolve("auto", "kmeans")
 
 
 # --------------------------------------------------------------------------- degenerate input

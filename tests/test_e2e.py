@@ -9,8 +9,8 @@ import pytest
 from conftest import BP5_XML, SST_XML, start_launcher, stop_launcher, tiny_run, wait_for
 
 from ddmd_stream.catalog import OutlierCatalog
+from ddmd_stream.events import read_run_events
 from ddmd_stream.ml.registry import latest_version
-from ddmd_stream.profile.events import read_run_events
 from ddmd_stream.streams import read_store
 from ddmd_stream.workflow.cleanup import find_leftovers
 

@@ -16,7 +16,7 @@ from openmm import app, unit
 from ddmd_stream import launch
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.config import ConfigError, parse_config
-from ddmd_stream.profile.events import read_run_events
+from ddmd_stream.events import read_run_events
 from ddmd_stream.streams import read_store
 from ddmd_stream.task import TaskContext, TaskFile
 from ddmd_stream.workflow.local import start_task
@@ -98,7 +98,7 @@ def write_shifted_pdb(source: Path, target: Path, shift_angstrom: float) -> np.n
 
 
 def test_three_structures_start_three_simulations(make_config, tmp_path: Path) -> None:
-    from ddmd_stream.md.simulate import StreamingSimulation
+    from ddmd_stream.sim import StreamingSimulation
 
     folder = tmp_path / "starts"
     folder.mkdir()
@@ -117,7 +117,7 @@ def test_three_structures_start_three_simulations(make_config, tmp_path: Path) -
 
 
 def test_restart_uses_the_outliers_structure(make_config, tmp_path: Path) -> None:
-    from ddmd_stream.md.simulate import StreamingSimulation
+    from ddmd_stream.sim import StreamingSimulation
 
     config = make_config(simulation={"num_simulations": 2, "reference_pdb": str(FS_PEPTIDE),
                                      "initial_structures": [str(FS_PEPTIDE), str(FS_PEPTIDE)]})
@@ -132,7 +132,7 @@ def test_restart_uses_the_outliers_structure(make_config, tmp_path: Path) -> Non
 
 
 def test_explicit_solvent_restart_reproduces_positions_and_box(make_config) -> None:
-    from ddmd_stream.md.simulate import StreamingSimulation
+    from ddmd_stream.sim import StreamingSimulation
 
     config = make_config(simulation={"forcefield": ["amber99sbildn.xml", "tip3p.xml"],
                                      "solvent": "explicit", "report_interval_ps": 0.01})

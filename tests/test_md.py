@@ -13,8 +13,9 @@ import openmm.unit as unit
 import pytest
 
 from ddmd_stream.config import PACKAGE_DATA, SimulationConfig
+from ddmd_stream.frames import frame_schema
 from ddmd_stream.md.geometry import ca_indices, contact_map, kabsch_rmsd
-from ddmd_stream.md.reporter import FrameReporter, frame_schema
+from ddmd_stream.md.reporter import FrameReporter
 from ddmd_stream.md.system import (
     StructureError,
     build_simulation,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import BP5_XML, SST_XML, start_launcher, tiny_run
 
-from ddmd_stream import report
 from ddmd_stream.catalog import OutlierCatalog
+from ddmd_stream.events import read_run_events
 from ddmd_stream.ml.registry import latest_version
-from ddmd_stream.profile.events import read_run_events
+from ddmd_stream.report import __main__ as report
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import BatchingWriter, read_store
 from ddmd_stream.task import TaskFile

@@ -7,6 +7,7 @@ table and I/O shares can be checked exactly; the store is a real BP5 store.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,14 @@ import numpy as np
 import pytest
 
 from ddmd_stream.config import parse_config, save_config
-from ddmd_stream.profile.report import (
-    FIGURES,
-    frame_wall_times,
-    measure_event_cost,
-    published_rounds,
-    task_intervals,
-)
-from ddmd_stream.report import main
+from ddmd_stream.report import FIGURES
+from ddmd_stream.report.__main__ import main
+from ddmd_stream.report.load import frame_wall_times, task_intervals
+from ddmd_stream.report.metrics import EVENT_COST_US, published_rounds
 from ddmd_stream.streams import FrameWriter
 
-XML = Path(__file__).parents[1] / "adios_xml" / "bp5.xml"
+ROOT = Path(__file__).parents[1]
+XML = ROOT / "adios_xml" / "bp5.xml"
 T0 = 1_700_000_000.0
 HOUR = 3600.0
 OUTPUTS = ["table.md", "table.csv", "io.md", "summary.json", "report.md", "index.html",
@@ -198,6 +196,7 @@ def test_io_shares_equal_adios_time_over_task_time(finished_run: Path) -> None:
     assert io["store_bytes_on_disk"] > 0
     assert summary["state"] == "finished"
     assert 0 < summary["recorder"]["share"] <= summary["recorder"]["worst_task_share"] < 1
+    assert summary["recorder"]["us_per_event"] == EVENT_COST_US  # nothing timed at report time
 
 
 def test_partial_run_with_torn_lines_and_missing_files(tmp_path: Path) -> None:
@@ -259,4 +258,11 @@ def test_published_rounds_pick_the_round_before_the_publish() -> None:
 
 
 def test_event_cost_is_measured() -> None:
-    assert 0 < measure_event_cost(2000) < 1000  # µs per event
+    """benchmarks/event_overhead.py measures what the report's constant stands for."""
+    spec = importlib.util.spec_from_file_location("event_overhead",
+                                                  ROOT / "benchmarks" / "event_overhead.py")
+    assert spec is not None and spec.loader is not None
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert 0 < benchmark.measure_event_cost(2000) < 1000  # µs per event
+    assert 0 < EVENT_COST_US < 1000

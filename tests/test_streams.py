@@ -23,7 +23,10 @@ import pytest
 from ddmd_stream.streams import (
     FrameReader,
     FrameWriter,
+    MissingVariables,
     StoreReader,
+    StreamError,
+    StreamOpenError,
     StreamPoller,
     WriterDied,
     WriterInfo,
@@ -33,6 +36,7 @@ from ddmd_stream.streams import (
     describe_store,
     engine_type,
     main,
+    read_rows,
     read_store,
     stream_ready,
 )
@@ -496,3 +500,68 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: "), err
         assert ("out.csv" in err) if argv[2].endswith(".csv") else ("velocities" in err)
+
+
+def _rows_step(writer: FrameWriter, step: int, frames: int) -> None:
+    """A step whose row r holds id 100 * step + r (and x, v derived from it)."""
+    ids = 100 * step + np.arange(frames)
+    writer.write({"id": ids, "x": np.repeat(ids[:, None], 3, 1).astype(np.float32),
+                  "v": np.repeat(-ids[:, None], 4, 1).astype(np.float64)})
+
+
+def _rchar() -> int:
+    return int(re.search(r"rchar: (\d+)", Path("/proc/self/io").read_text()).group(1))
+
+
+def test_readers_read_only_the_variables_asked_for(tmp_path: Path) -> None:
+    store, io = tmp_path / "agg-0000.bp", "AggregatorOutput"
+    big = np.zeros((100, 64, 1024), np.uint8)  # 6.5 MB per step that nobody asks for
+    with FrameWriter(BP5_XML, io, store) as writer:
+        for step in range(4):
+            writer.write({"id": np.arange(100) + 100 * step, "big": big})
+        writer.write({"big": big[:2]})  # a step without "id"
+        writer.write({"id": np.array([400]), "big": big[:1]})
+    before = _rchar()
+    reader = StoreReader(BP5_XML, io, store, variables=["id"])
+    batches = reader.read_new()
+    read = _rchar() - before
+    reader.close()
+    assert [sorted(b) for b in batches] == [["id"]] * 5
+    assert _ids(batches) == [*range(400), 400]
+    assert reader.steps_read == 6  # the step lacking "id" was consumed (skipped)
+    assert read < big.nbytes / 4, read  # the big variable's data was not read
+
+    with FrameReader(BP5_XML, io, store, variables=["big", "id"]) as frames:
+        first = frames.next(1.0)
+        assert list(first) == ["big", "id"] and first["big"].shape == big.shape
+    with FrameReader(BP5_XML, io, store) as frames:  # None: every variable
+        assert sorted(frames.next(1.0)) == ["big", "id"]
+    with pytest.raises(MissingVariables, match=r"no variable\(s\) \['id'\]"):
+        read_store(store, ["id"])
+
+
+def test_read_rows_by_random_access_while_the_store_is_appended_to(tmp_path: Path) -> None:
+    store, io = tmp_path / "agg-0000.bp", "AggregatorOutput"
+    with FrameWriter(BP5_XML, io, store) as first:
+        _rows_step(first, 0, 5)
+        _rows_step(first, 1, 3)
+    with FrameWriter(BP5_XML, io, store, append=True) as appending:
+        _rows_step(appending, 2, 6)
+        got = read_rows(store, 2, [4, 0, 4, 1], ["id", "v"], xml=BP5_XML, io_name=io)
+        assert sorted(got) == ["id", "v"]  # only the variables asked for
+        assert got["id"].tolist() == [204, 200, 204, 201]  # in the order asked, repeats too
+        assert got["v"].dtype == np.float64 and got["v"].shape == (4, 4)
+        assert got["v"][:, 0].tolist() == [-204, -200, -204, -201]
+        assert read_rows(store, 0, [3], ["x"])["x"].tolist() == [[3.0] * 3]  # plain BP5
+        with pytest.raises(StreamError, match="no step 3"):
+            read_rows(store, 3, [0], ["id"])
+        _rows_step(appending, 3, 2)  # visible to the next call, writer still open
+        assert read_rows(store, 3, [1], ["id"])["id"].tolist() == [301]
+        with pytest.raises(StreamError, match=r"asked for \[2\]"):
+            read_rows(store, 3, [2], ["id"])
+        with pytest.raises(StreamError, match="no variable 'velocities'"):
+            read_rows(store, 1, [0], ["velocities"])
+        empty = read_rows(store, 1, [], ["x"])["x"]
+        assert empty.shape == (0, 3) and empty.dtype == np.float32
+    with pytest.raises(StreamOpenError, match=r"nothing\.bp"):
+        read_rows(tmp_path / "nothing.bp", 0, [0], ["id"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ddmd_stream.catalog import OutlierCatalog
+from ddmd_stream.events import read_events
 from ddmd_stream.ml.data import FrameWindow, RingBuffer
 from ddmd_stream.ml.registry import latest_version, read_meta
-from ddmd_stream.profile.events import read_events
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import FrameWriter
 from ddmd_stream.task import TaskContext, TaskFile
@@ -28,7 +28,7 @@ TINY = {
                          "latent_dim": 4, "learning_rate": 1e-3,
                          "discriminator_learning_rate": 1e-3}},
     "agent": {"min_samples": 20, "outlier_band": [3, 10], "n_outliers": 5, "eps": 0.5,
-              "dbscan_min_samples": 4, "seed": 3},
+              "dbscan_min_samples": 4, "seed": 3, "ranking": "rmsd"},
 }
 
 
@@ -114,7 +114,7 @@ def test_window_reads_only_new_steps(run_with_store) -> None:
 
 
 def test_trainer_publishes_best_model(run_with_store) -> None:
-    from ddmd_stream.ml.train import Trainer
+    from ddmd_stream.train import Trainer
 
     config, run, writer = run_with_store
     writer.write(synthetic_frames(64, 0, np.random.default_rng(1)))
@@ -134,8 +134,8 @@ def test_trainer_publishes_best_model(run_with_store) -> None:
 
 
 def test_agent_publishes_outliers_ranked_by_rmsd(run_with_store) -> None:
-    from ddmd_stream.agent.agent import Agent
-    from ddmd_stream.ml.train import Trainer
+    from ddmd_stream.agent import Agent
+    from ddmd_stream.train import Trainer
 
     config, run, writer = run_with_store
     frames = synthetic_frames(80, 0, np.random.default_rng(2))
@@ -161,9 +161,9 @@ def test_agent_publishes_outliers_ranked_by_rmsd(run_with_store) -> None:
 
 def test_agent_encodes_only_new_frames_until_the_model_changes(make_config) -> None:
     """Cached latents: frames already encoded by this model version are not encoded again."""
-    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.agent import Agent
     from ddmd_stream.ml.base import load_model
-    from ddmd_stream.ml.train import Trainer
+    from ddmd_stream.train import Trainer
 
     config = make_config(**{**TINY, "agent": {**TINY["agent"], "max_samples": 100}})
     run = prepare_run_dir(config)
@@ -199,7 +199,7 @@ def test_agent_encodes_only_new_frames_until_the_model_changes(make_config) -> N
 
 
 def test_agent_waits_without_model_or_data(make_config) -> None:
-    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.agent import Agent
 
     config = make_config(**TINY)
     run = prepare_run_dir(config)
@@ -209,7 +209,7 @@ def test_agent_waits_without_model_or_data(make_config) -> None:
 
 
 def test_agent_survives_broken_model(run_with_store) -> None:
-    from ddmd_stream.agent.agent import Agent
+    from ddmd_stream.agent import Agent
 
     config, run, writer = run_with_store
     writer.write(synthetic_frames(40, 0, np.random.default_rng(4)))
@@ -223,8 +223,8 @@ def test_agent_survives_broken_model(run_with_store) -> None:
 
 def test_aae_model_switch_trains_and_agent_publishes(make_config) -> None:
     """`training.model: aae` is the only change: the 3dAAE learns positions, LOF finds outliers."""
-    from ddmd_stream.agent.agent import Agent
-    from ddmd_stream.ml.train import Trainer
+    from ddmd_stream.agent import Agent
+    from ddmd_stream.train import Trainer
 
     config = make_config(**{**TINY, "training": {**TINY["training"], "model": "aae"}})
     run = prepare_run_dir(config)
@@ -233,7 +233,7 @@ def test_aae_model_switch_trains_and_agent_publishes(make_config) -> None:
     try:
         writer.write(frames)
         trainer = Trainer(context(config, run, "trainer"))
-        assert trainer.window.variables == ["positions"]
+        assert trainer.window.variables == ["positions", "sim_id", "step"]  # + validation ids
         trainer.window.update()
         assert trainer.train_round() == 1
         version, path = latest_version(run.model_dir)

@@ -2,17 +2,19 @@
 
 Each stage of a sequential run starts a fresh simulation process; it continues from this state
 (positions, velocities, box, step count, clock) unless it restarts from the outlier catalog.
-Written to a temporary file and renamed, so a task killed mid-write leaves the previous state.
+Written to a temporary file, fsynced and renamed (`ddmd_stream.atomic`), so a task killed
+mid-write leaves the previous state.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import openmm.unit as unit
+
+from ddmd_stream.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -34,18 +36,17 @@ def save_state(path: Path, simulation, segment: int, structure_id: int) -> None:
     periodic = simulation.topology.getPeriodicBoxVectors() is not None
     box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(
-        tmp,
-        positions=np.asarray(positions, dtype=np.float64),
-        velocities=np.asarray(velocities, dtype=np.float64),
-        box=np.asarray(box, dtype=np.float64) if periodic else np.zeros((0, 3)),
-        step=simulation.currentStep,
-        time_ps=state.getTime().value_in_unit(unit.picosecond),
-        segment=segment,
-        structure_id=structure_id,
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:  # a file: np.savez adds no suffix
+        np.savez(
+            out,
+            positions=np.asarray(positions, dtype=np.float64),
+            velocities=np.asarray(velocities, dtype=np.float64),
+            box=np.asarray(box, dtype=np.float64) if periodic else np.zeros((0, 3)),
+            step=simulation.currentStep,
+            time_ps=state.getTime().value_in_unit(unit.picosecond),
+            segment=segment,
+            structure_id=structure_id,
+        )
 
 
 def load_state(path: Path) -> SimState | None:

@@ -1,4 +1,4 @@
-"""CA geometry with numpy only: contact maps, Kabsch RMSD, CA atom selection."""
+"""Geometry with numpy only: contact maps, Kabsch RMSD, CA atom selection, dihedrals."""
 
 from __future__ import annotations
 
@@ -57,3 +57,76 @@ def ca_indices(topology: Any) -> np.ndarray:
     if not indices:
         raise ValueError("the topology has no CA atoms (no atom named 'CA' in a protein residue)")
     return np.asarray(indices, dtype=np.int64)
+
+
+Quad = tuple[int, int, int, int]
+
+
+def dihedrals(positions: np.ndarray, quads: list[Quad]) -> np.ndarray:
+    """Dihedral angles (degrees, -180..180) of atom quadruples: (frames, len(quads)).
+
+    `positions` is (frames, atoms, 3) in any length unit."""
+    coords = np.asarray(positions, dtype=np.float64)
+    angles = []
+    for a, b, c, d in quads:
+        b0 = coords[:, a] - coords[:, b]
+        b1 = coords[:, c] - coords[:, b]
+        b2 = coords[:, d] - coords[:, c]
+        b1 /= np.linalg.norm(b1, axis=1, keepdims=True)
+        v = b0 - np.sum(b0 * b1, axis=1, keepdims=True) * b1
+        w = b2 - np.sum(b2 * b1, axis=1, keepdims=True) * b1
+        x = np.sum(v * w, axis=1)
+        y = np.sum(np.cross(b1, v) * w, axis=1)
+        angles.append(np.degrees(np.arctan2(y, x)))
+    return np.stack(angles, axis=1) if angles else np.empty((len(coords), 0))
+
+
+def phi_psi_atoms(topology: Any, residue: int | None = None) -> list[Quad]:
+    """Atom indices of φ (C-N-CA-C) and ψ (N-CA-C-N) of a residue of an OpenMM topology.
+
+    `residue` is the residue index; None takes the first residue with a CA that has
+    neighbours on both sides (alanine dipeptide: the ALA between ACE and NME)."""
+    residues = list(topology.residues())
+    atom = {(r.index, a.name): a.index for r in residues for a in r.atoms()}
+
+    def complete(i: int) -> bool:
+        return all(key in atom for key in ((i - 1, "C"), (i, "N"), (i, "CA"), (i, "C"),
+                                           (i + 1, "N")))
+
+    if residue is None:
+        residue = next((r.index for r in residues if complete(r.index)), None)
+    if residue is None or not complete(residue):
+        raise ValueError("no residue with a complete backbone (C-N-CA-C-N) for φ/ψ")
+    phi = (atom[residue - 1, "C"], atom[residue, "N"], atom[residue, "CA"], atom[residue, "C"])
+    psi = (atom[residue, "N"], atom[residue, "CA"], atom[residue, "C"], atom[residue + 1, "N"])
+    return [phi, psi]
+
+
+def heavy_atom_indices(topology: Any) -> np.ndarray:
+    """int64 indices of the non-hydrogen atoms of the protein (no water or ions)."""
+    solvent = {"HOH", "WAT", "H2O", "SOL", "TIP3", "NA", "CL", "K", "Na+", "Cl-"}
+    indices = [
+        atom.index
+        for atom in topology.atoms()
+        if atom.residue.name not in solvent
+        and (atom.element is None or atom.element.symbol != "H")
+        and len(list(atom.residue.atoms())) > 1
+    ]
+    if not indices:
+        raise ValueError("the topology has no heavy atoms outside water and ions")
+    return np.asarray(indices, dtype=np.int64)
+
+
+def select_atoms(topology: Any, selection: str | list[int]) -> np.ndarray:
+    """Atom indices of `selection`: "ca", "heavy" (protein non-hydrogen), "all" or a list."""
+    if selection == "ca":
+        return ca_indices(topology)
+    if selection == "heavy":
+        return heavy_atom_indices(topology)
+    n_atoms = topology.getNumAtoms()
+    if selection == "all":
+        return np.arange(n_atoms, dtype=np.int64)
+    indices = np.asarray(selection, dtype=np.int64)
+    if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= n_atoms:
+        raise ValueError(f"atom indices must be a non-empty list within 0..{n_atoms - 1}")
+    return indices

@@ -10,37 +10,18 @@ from typing import Any, Literal
 import numpy as np
 import openmm.unit as unit
 
+from ddmd_stream import frames as f
+from ddmd_stream.frames import NM_TO_ANGSTROM, Schema, frame_schema
 from ddmd_stream.md.geometry import contact_map, kabsch_rmsd
 
 logger = logging.getLogger(__name__)
 
 FrameValue = np.ndarray | np.generic | int | float
 Frame = dict[str, FrameValue]
-Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]
-
-NM_TO_ANGSTROM = 10.0
-
-
-def frame_schema(n_atoms: int, n_selected: int, n_residues_ca: int, velocities: bool) -> Schema:
-    """dtype and shape of every key of a frame (scalars have shape ())."""
-    schema: Schema = {
-        "positions": (np.dtype(np.float32), (n_selected, 3)),  # Å, selected atoms
-        "contact_map": (np.dtype(np.uint8), (n_residues_ca, n_residues_ca)),
-        "rmsd": (np.dtype(np.float32), ()),  # Å, CA after Kabsch superposition
-        "step": (np.dtype(np.int64), ()),
-        "time_ps": (np.dtype(np.float64), ()),
-        "sim_id": (np.dtype(np.int64), ()),
-        "segment_id": (np.dtype(np.int64), ()),
-        "structure_id": (np.dtype(np.int64), ()),  # which starting structure (topology)
-    }
-    if velocities:
-        schema["all_positions"] = (np.dtype(np.float32), (n_atoms, 3))  # nm, for restarts
-        schema["velocities"] = (np.dtype(np.float32), (n_atoms, 3))  # nm/ps, all atoms
-    return schema
 
 
 class FrameReporter:
-    """Every `interval_steps` steps, build a frame (see `frame_schema`) and hand it to `sink`.
+    """Every `interval_steps` steps, build a frame (`ddmd_stream.frames`) and hand it to `sink`.
 
     Positions are never wrapped into the periodic box, so CA geometry stays whole.
     `segment_id` may be changed between segments; `seconds`/`count` time the `report` calls.
@@ -53,17 +34,20 @@ class FrameReporter:
         ca_indices: np.ndarray,
         reference_ca_angstrom: np.ndarray,
         cutoff_angstrom: float = 8.0,
-        positions: Literal["ca", "all"] = "ca",
+        positions: Literal["ca", "all"] | np.ndarray = "ca",
+        contact_indices: np.ndarray | None = None,
         velocities: bool = True,
+        box: bool = False,
         sim_id: int = 0,
         segment_id: int = 0,
         structure_id: int = 0,
     ) -> None:
         if interval_steps < 1:
             raise ValueError(f"interval_steps must be >= 1, got {interval_steps}")
-        if positions not in ("ca", "all"):
-            raise ValueError(f"positions must be 'ca' or 'all', got {positions!r}")
         self.ca_indices = np.asarray(ca_indices, dtype=np.int64)
+        self.position_indices = self._position_indices(positions)
+        self.contact_indices = (self.ca_indices if contact_indices is None
+                                else np.asarray(contact_indices, dtype=np.int64))
         self.reference_ca_angstrom = np.asarray(reference_ca_angstrom, dtype=np.float64)
         if self.reference_ca_angstrom.shape != (len(self.ca_indices), 3):
             raise ValueError(
@@ -75,16 +59,26 @@ class FrameReporter:
         self.cutoff_angstrom = cutoff_angstrom
         self.positions = positions
         self.velocities = velocities
+        self.box = box
         self.sim_id = sim_id
         self.segment_id = segment_id
         self.structure_id = structure_id
         self.seconds = 0.0  # total time spent in report()
         self.count = 0  # frames reported
 
+    def _position_indices(self, positions: str | np.ndarray) -> np.ndarray | None:
+        """Atoms of the streamed `positions` (None: all)."""
+        if isinstance(positions, str):
+            if positions not in ("ca", "all"):
+                raise ValueError(f"positions must be 'ca', 'all' or indices, got {positions!r}")
+            return None if positions == "all" else self.ca_indices
+        return np.asarray(positions, dtype=np.int64)
+
     def schema(self, n_atoms: int) -> Schema:
         """`frame_schema` for this reporter's settings and a system of `n_atoms` atoms."""
-        n_selected = n_atoms if self.positions == "all" else len(self.ca_indices)
-        return frame_schema(n_atoms, n_selected, len(self.ca_indices), self.velocities)
+        n_selected = n_atoms if self.position_indices is None else len(self.position_indices)
+        return frame_schema(n_atoms, n_selected, len(self.contact_indices), self.velocities,
+                            self.box)
 
     def describeNextReport(self, simulation: Any) -> dict[str, Any]:  # OpenMM reporter API
         steps = self.interval_steps - simulation.currentStep % self.interval_steps
@@ -95,24 +89,30 @@ class FrameReporter:
     def report(self, simulation: Any, state: Any) -> None:
         start = time.perf_counter()
         all_nm = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        ca_angstrom = all_nm[self.ca_indices] * NM_TO_ANGSTROM
-        selected = all_nm * NM_TO_ANGSTROM if self.positions == "all" else ca_angstrom
+        all_angstrom = all_nm * NM_TO_ANGSTROM
+        ca_angstrom = all_angstrom[self.ca_indices]
+        indices = self.position_indices
+        selected = all_angstrom if indices is None else all_angstrom[indices]
         frame: Frame = {
-            "positions": selected.astype(np.float32),
-            "contact_map": contact_map(ca_angstrom, self.cutoff_angstrom),
-            "rmsd": np.float32(kabsch_rmsd(ca_angstrom, self.reference_ca_angstrom)),
-            "step": np.int64(simulation.currentStep),
-            "time_ps": np.float64(state.getTime().value_in_unit(unit.picosecond)),
-            "sim_id": np.int64(self.sim_id),
-            "segment_id": np.int64(self.segment_id),
-            "structure_id": np.int64(self.structure_id),
+            f.POSITIONS: selected.astype(np.float32),
+            f.CONTACT_MAP: contact_map(all_angstrom[self.contact_indices], self.cutoff_angstrom),
+            f.RMSD: np.float32(kabsch_rmsd(ca_angstrom, self.reference_ca_angstrom)),
+            f.STEP: np.int64(simulation.currentStep),
+            f.TIME_PS: np.float64(state.getTime().value_in_unit(unit.picosecond)),
+            f.WALL_TIME: np.float64(time.time()),
+            f.SIM_ID: np.int64(self.sim_id),
+            f.SEGMENT_ID: np.int64(self.segment_id),
+            f.STRUCTURE_ID: np.int64(self.structure_id),
         }
         if self.velocities:
-            frame["all_positions"] = all_nm.astype(np.float32)
+            frame[f.ALL_POSITIONS] = all_nm.astype(np.float32)
             velocities = state.getVelocities(asNumpy=True)
-            frame["velocities"] = np.asarray(
+            frame[f.VELOCITIES] = np.asarray(
                 velocities.value_in_unit(unit.nanometer / unit.picosecond), dtype=np.float32
             )
+        if self.box:
+            vectors = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+            frame[f.BOX] = np.asarray(vectors, dtype=np.float32)
         self.seconds += time.perf_counter() - start
         self.count += 1
         self.sink(frame)

@@ -34,7 +34,9 @@ WATER_RESIDUES = frozenset({"HOH", "WAT", "H2O", "SOL", "TIP3", "TIP4", "SPC"})
 WATER_MODELS = ("tip4pew", "tip5p", "spce", "opc3", "opc", "tip3p")
 
 DEFAULT_EXPLICIT_CUTOFF_NM = 1.0
+MINIMIZE_MAX_ITERATIONS = 10_000  # bounds the time a bad start can take
 SOLVENT_PADDING_NM = 1.0
+MIN_BOX_CUTOFFS = 2.5  # box edge at least this many nonbonded cutoffs (NPT boxes breathe)
 
 
 class StructureError(InputError):
@@ -164,21 +166,34 @@ def _prepare(
             "nonbondedCutoff": cutoff_nm * unit.nanometer,
         }
     # Explicit solvent: PME in a periodic box; solvate when the PDB has no water.
+    cutoff = cutoff_nm or DEFAULT_EXPLICIT_CUTOFF_NM
     if not _has_water(modeller.topology):
-        model = _water_model(config.forcefield)
-        logger.info("solvating with %s, padding %.1f nm", model, SOLVENT_PADDING_NM)
-        try:
-            padding = SOLVENT_PADDING_NM * unit.nanometer
-            modeller.addSolvent(forcefield, model=model, padding=padding)
-        except Exception as error:
-            raise StructureError(
-                f"cannot add {model} water (does simulation.forcefield include a water model XML, "
-                f"e.g. tip3p.xml?): {error}"
-            ) from None
+        _solvate(config, modeller, forcefield, cutoff)
     elif modeller.topology.getPeriodicBoxVectors() is None:
         raise StructureError("the structure contains water but no periodic box (CRYST1 record)")
-    cutoff = (cutoff_nm or DEFAULT_EXPLICIT_CUTOFF_NM) * unit.nanometer
-    return modeller, {"nonbondedMethod": app.PME, "nonbondedCutoff": cutoff}
+    return modeller, {"nonbondedMethod": app.PME, "nonbondedCutoff": cutoff * unit.nanometer}
+
+
+def _solvate(config: SimulationConfig, modeller: app.Modeller, forcefield: app.ForceField,
+             cutoff_nm: float) -> None:
+    """Water around the solute, SOLVENT_PADDING_NM on every side; a box at least
+    MIN_BOX_CUTOFFS cutoffs wide, so that a barostat never shrinks it below two cutoffs."""
+    model = _water_model(config.forcefield)
+    logger.info("solvating with %s, padding %.1f nm", model, SOLVENT_PADDING_NM)
+    solute = app.Modeller(modeller.topology, modeller.positions)
+    try:
+        modeller.addSolvent(forcefield, model=model, padding=SOLVENT_PADDING_NM * unit.nanometer)
+        smallest = MIN_BOX_CUTOFFS * cutoff_nm
+        box = modeller.topology.getPeriodicBoxVectors()
+        if min(box[i][i].value_in_unit(unit.nanometer) for i in range(3)) < smallest:
+            modeller.topology, modeller.positions = solute.topology, solute.positions
+            modeller.addSolvent(forcefield, model=model,
+                                boxSize=openmm.Vec3(smallest, smallest, smallest) * unit.nanometer)
+    except Exception as error:
+        raise StructureError(
+            f"cannot add {model} water (does simulation.forcefield include a water model XML, "
+            f"e.g. tip3p.xml?): {error}"
+        ) from None
 
 
 def load_forcefield(config: SimulationConfig) -> app.ForceField:
@@ -203,6 +218,11 @@ def build_system(config: SimulationConfig, pdb: app.PDBFile) -> tuple[app.Modell
             f"{config.pdb_file}: simulation.forcefield cannot parametrize the structure "
             f"(missing hydrogens or unknown residues? try pdbfixer): {_first_line(error)}"
         ) from None
+    if system.usesPeriodicBoundaryConditions() and config.pressure_bar is not None:
+        # NPT, as DeepDriveMD's explicit-solvent runs: the box breathes, so it travels with
+        # every frame and catalog record and a restart restores it.
+        system.addForce(openmm.MonteCarloBarostat(config.pressure_bar * unit.bar,
+                                                  config.temperature_k * unit.kelvin))
     return modeller, system
 
 
@@ -287,3 +307,46 @@ def build_simulation(
     else:
         simulation.context.setVelocitiesToTemperature(temperature, _openmm_seed(seed))
     return simulation, name
+
+
+def prepare_start(simulation: app.Simulation, config: SimulationConfig, structure: Path,
+                  seed: int | None = None) -> float:
+    """Minimize (`config.minimize`) and equilibrate (`config.equilibration_ps`, not counted as
+    production steps) a fresh simulation; returns the potential energy (kJ/mol) it starts with.
+
+    StructureError naming `structure` when the energy is not finite (overlapping atoms)."""
+    context = simulation.context
+    clash = StructureError(
+        f"{structure}: the potential energy is not finite after minimization (overlapping "
+        "atoms or a broken structure?); fix the PDB, e.g. with pdbfixer"
+    )
+    if not np.isfinite(_potential_energy(simulation)):
+        raise clash  # atoms on top of each other: the minimizer would never finish
+    try:
+        if config.minimize:
+            simulation.minimizeEnergy(maxIterations=MINIMIZE_MAX_ITERATIONS)
+        energy = _potential_energy(simulation)
+    except openmm.OpenMMException:  # "Particle coordinate is NaN"
+        raise clash from None
+    if not np.isfinite(energy):
+        raise clash
+    steps = round(config.equilibration_ps * 1000.0 / config.timestep_fs)
+    if steps:
+        temperature = config.temperature_k * unit.kelvin
+        if seed is None:
+            context.setVelocitiesToTemperature(temperature)
+        else:
+            context.setVelocitiesToTemperature(temperature, _openmm_seed(seed))
+        step, clock = simulation.currentStep, context.getTime()
+        simulation.integrator.step(steps)  # not simulation.step: no reporters
+        simulation.currentStep = step  # equilibration is not production: clock unchanged
+        context.setTime(clock)
+        energy = _potential_energy(simulation)
+    logger.info("start prepared: minimized %s, equilibrated %d steps, energy %.1f kJ/mol",
+                config.minimize, steps, energy)
+    return energy
+
+
+def _potential_energy(simulation: app.Simulation) -> float:
+    state = simulation.context.getState(getEnergy=True)
+    return float(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))

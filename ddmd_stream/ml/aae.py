@@ -47,7 +47,7 @@ import keras
 from keras import layers, ops
 
 from ddmd_stream.config import AAEConfig
-from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel, read_model_meta
+from ddmd_stream.ml.base import MODEL_KINDS, MODEL_META_FILE, LatentModel, read_model_meta
 from ddmd_stream.ml.keras_utils import (
     ArrayBatches,
     encode_batches,
@@ -525,5 +525,5 @@ def _check_statistics(model: AAEModel, meta: dict[str, Any], directory: Path) ->
     if recorded is not None and not np.isclose(recorded, loaded, rtol=1e-5):
         raise ValueError(
             f"{directory}: input scale {loaded} in the weights differs from {recorded} in "
-            f"{META_FILE}"
+            f"{MODEL_META_FILE}"
         )

@@ -30,10 +30,11 @@ import numpy as np
 
 from ddmd_stream.config import TrainingConfig
 from ddmd_stream.errors import InputError
+from ddmd_stream.frames import CONTACT_MAP, POSITIONS
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "model.json"  # written by every model's `save`; its "format" names the model
+MODEL_META_FILE = "model.json"  # written by every model's `save`; its "format" names the model
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,14 @@ class ModelKind:
     module: str
     class_name: str
     input_field: str  # the streamed variable it learns from and encodes
-    preferred_detector: str  # outlier detector for `agent.detector: auto`
+    preferred_detector: str  # outlier detector for `agent.detector: auto` (detectors.resolve)
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
     "cvae": ModelKind("cvae", "ddmd_stream.cvae", "ddmd_stream.ml.cvae", "CVAEModel",
-                      input_field="contact_map", preferred_detector="dbscan"),
+                      input_field=CONTACT_MAP, preferred_detector="dbscan"),
     "aae": ModelKind("aae", "ddmd_stream.aae", "ddmd_stream.ml.aae", "AAEModel",
-                     input_field="positions", preferred_detector="lof"),
+                     input_field=POSITIONS, preferred_detector="lof"),
 }
 
 
@@ -96,7 +97,7 @@ def read_model_meta(
     With `expected_format`, raises ValueError unless it records that format; with `max_version`,
     also when its "format_version" is newer than this code reads.
     """
-    path = Path(directory) / META_FILE
+    path = Path(directory) / MODEL_META_FILE
     meta: dict[str, Any] = json.loads(path.read_text())
     if expected_format is not None and meta.get("format") != expected_format:
         raise ValueError(f"{path}: not a {expected_format} model")
@@ -110,7 +111,7 @@ def read_model_meta(
 
 def kind_of_saved(directory: str | Path) -> ModelKind:
     """The `ModelKind` of a saved model, from the format in its `model.json`."""
-    path = Path(directory) / META_FILE
+    path = Path(directory) / MODEL_META_FILE
     fmt = read_model_meta(directory).get("format")
     for kind in MODEL_KINDS.values():
         if kind.format == fmt:
@@ -135,11 +136,6 @@ def load_model(directory: str | Path, seed: int | None = None) -> LatentModel:
             f"{directory}: cannot load the model ({type(error).__name__}: {error}); "
             "the trainer publishes a new version, or delete this folder"
         ) from None
-
-
-def resolve_detector(requested: str, preferred: str) -> str:
-    """The detector to run: `requested` unless it is "auto", then the model's `preferred`."""
-    return preferred if requested == "auto" else requested
 
 
 class LatentModel(ABC):

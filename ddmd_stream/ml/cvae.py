@@ -30,7 +30,7 @@ import keras
 from keras import layers, ops
 
 from ddmd_stream.config import CVAEConfig
-from ddmd_stream.ml.base import META_FILE, MODEL_KINDS, LatentModel, read_model_meta
+from ddmd_stream.ml.base import MODEL_KINDS, MODEL_META_FILE, LatentModel, read_model_meta
 from ddmd_stream.ml.keras_utils import (
     WEIGHTS_FILE,
     ArrayBatches,
@@ -44,7 +44,7 @@ from ddmd_stream.ml.keras_utils import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CVAE", "META_FILE", "WEIGHTS_FILE", "CVAEModel"]
+__all__ = ["CVAE", "MODEL_META_FILE", "WEIGHTS_FILE", "CVAEModel"]
 
 FORMAT = MODEL_KINDS["cvae"].format
 FORMAT_VERSION = 1
@@ -224,8 +224,10 @@ class CVAE(keras.Model):
         z_mean, z_logvar = self.encoder(inputs, training=training)
         clip = self.cvae_config.logvar_clip
         z_logvar = ops.clip(z_logvar, -clip, clip)
-        noise = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
-        z = z_mean + ops.exp(0.5 * z_logvar) * noise
+        z = z_mean  # evaluation is deterministic: the latent mean, not a sample
+        if training:
+            noise = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+            z = z_mean + ops.exp(0.5 * z_logvar) * noise
         logits = self.decoder(z, training=training)
         return logits, z_mean, z_logvar
 
@@ -286,7 +288,7 @@ class CVAE(keras.Model):
         return fit_batches(self, train, val, epochs, callbacks, restore_best, verbose)
 
     def evaluate_maps(self, maps: np.ndarray, batch_size: int = 256) -> dict[str, float]:
-        """Mean loss, reconstruction_loss and kl_loss on maps (one stochastic pass)."""
+        """Mean loss, reconstruction_loss and kl_loss on maps (deterministic: decodes z_mean)."""
         maps = _check_maps(maps, self.input_size, check_values=True)
         if len(maps) == 0:
             raise ValueError("no maps to evaluate")
@@ -328,7 +330,7 @@ class CVAE(keras.Model):
         )
         if model.padded_size != int(meta["padded_size"]):
             raise ValueError(
-                f"{directory / META_FILE}: padded_size {meta['padded_size']} does not match "
+                f"{directory / MODEL_META_FILE}: padded_size {meta['padded_size']} does not match "
                 f"{model.padded_size} computed from the config"
             )
         # Build the optimizer first so its saved state (RMSprop slots) loads too.

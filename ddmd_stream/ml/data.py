@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ddmd_stream.streams import Batch, StoreReader
+from ddmd_stream.streams import Batch, StoreReader, read_frames
 
 if TYPE_CHECKING:
     from ddmd_stream.ml.base import LatentModel
 
 logger = logging.getLogger(__name__)
+
+# Where a located frame lies: which store of the window, which step of it, which row of that step.
+STORE, STEP_IN_STORE, ROW_IN_STEP = "_store", "_step_in_store", "_row_in_step"
 
 
 class RingBuffer:
@@ -92,15 +95,21 @@ class LatentCache:
 
 
 class FrameWindow:
-    """Reads new steps of every `agg-*.bp` store in a folder and keeps the latest frames."""
+    """Reads new steps of every `agg-*.bp` store in a folder and keeps the latest frames.
+
+    With `locate`, it also keeps where each frame lies in its store (store, step, row), so that
+    fields it does not hold can be read for a few frames later (`read_stored`): the agent keeps
+    only small fields in memory and reads the chosen outliers' coordinates from the store."""
 
     def __init__(self, xml: Path, io_name: str, stream_dir: Path, variables: list[str],
-                 max_samples: int, liveness_timeout_s: float = 30.0):
+                 max_samples: int, liveness_timeout_s: float = 30.0, locate: bool = False):
         self.xml, self.io_name, self.stream_dir = Path(xml), io_name, Path(stream_dir)
         self.variables = variables
         self.liveness_timeout_s = liveness_timeout_s
+        self.locate = locate
         self.buffer = RingBuffer(max_samples)
         self.readers: dict[Path, StoreReader] = {}
+        self.stores: list[Path] = []  # index = the STORE column of a located frame
 
     def __len__(self) -> int:
         return len(self.buffer)
@@ -114,16 +123,18 @@ class FrameWindow:
         for path in sorted(self.stream_dir.glob("agg-*.bp")):
             if path not in self.readers:
                 self.readers[path] = StoreReader(self.xml, self.io_name, path,
-                                                 self.liveness_timeout_s)
+                                                 self.liveness_timeout_s, variables=self.variables)
+                self.stores.append(path)
         new = 0
-        for reader in self.readers.values():
-            for batch in reader.read_new():
-                missing = [v for v in self.variables if v not in batch]
-                if missing:
-                    logger.warning("%s: step lacks %s; skipped", reader.path, missing)
-                    continue
-                self.buffer.add({v: batch[v] for v in self.variables})
-                new += len(batch[self.variables[0]])
+        for store, reader in enumerate(self.readers.values()):
+            for step, batch in reader.read_new_steps():  # steps lacking a variable: skipped
+                count = len(batch[self.variables[0]])
+                if self.locate:
+                    batch = {**batch, STORE: np.full(count, store, np.int64),
+                             STEP_IN_STORE: np.full(count, step, np.int64),
+                             ROW_IN_STEP: np.arange(count, dtype=np.int64)}
+                self.buffer.add(batch)
+                new += count
         return new
 
     def latest(self, n: int | None = None, fields: list[str] | None = None) -> Batch:
@@ -135,6 +146,20 @@ class FrameWindow:
 
     def gather(self, rows: np.ndarray, fields: list[str] | None = None) -> Batch:
         return self.buffer.gather(rows, fields)
+
+    def read_stored(self, rows: np.ndarray, fields: list[str]) -> Batch:
+        """`fields` of the frames at buffer `rows`, read from their stores (needs `locate`)."""
+        where = self.buffer.gather(rows, [STORE, STEP_IN_STORE, ROW_IN_STEP])
+        out: Batch = {}
+        for store in np.unique(where[STORE]).tolist():
+            mine = where[STORE] == store
+            batch = read_frames(self.stores[store], where[STEP_IN_STORE][mine],
+                                where[ROW_IN_STEP][mine], fields, self.xml, self.io_name)
+            for name, values in batch.items():
+                out.setdefault(name, np.empty((len(rows), *values.shape[1:]), values.dtype))
+                out[name][mine] = values
+        logger.debug("read %s of %d frames from their stores", fields, len(rows))
+        return out
 
     def close(self) -> None:
         for reader in self.readers.values():

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
-from ddmd_stream.ml.base import META_FILE
+from ddmd_stream.ml.base import MODEL_META_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -160,4 +160,4 @@ def save_model_files(directory: str | Path, network: keras.Model, metadata: dict
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(network, directory)
-    (directory / META_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (directory / MODEL_META_FILE).write_text(json.dumps(metadata, indent=2) + "\n")

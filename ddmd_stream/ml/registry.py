@@ -7,7 +7,7 @@ Layout of `model_dir`:
     .tmp-<uuid>/        a publish in progress (or left over by a crash; ignored by readers)
 
 A publish writes everything into `.tmp-<uuid>/`, fsyncs it, renames it to the next `vNNNN`
-and only then atomically replaces `LATEST` (write a temporary file + `os.replace`). Readers
+and only then atomically replaces `LATEST` (`ddmd_stream.atomic.atomic_write`). Readers
 follow `LATEST` only, so they always land in a complete, renamed directory. One writer per
 `model_dir` is assumed (the trainer); a racing second writer gets the next free number.
 
@@ -28,12 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ddmd_stream.atomic import atomic_write, fsync_dir, fsync_tree, temp_prefix
+
 logger = logging.getLogger(__name__)
 
 LATEST_FILE = "LATEST"
-META_FILE = "meta.json"
+VERSION_META_FILE = "meta.json"  # the registry's record of a published version (not model.json)
 TMP_PREFIX = ".tmp-"
-LATEST_TMP_PREFIX = ".LATEST.tmp-"
+LATEST_TMP_PREFIX = temp_prefix(LATEST_FILE)  # ".LATEST.tmp-": LATEST being replaced
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 
@@ -45,38 +47,6 @@ def parse_version(name: str) -> int | None:
     """`"v0012"` → 12; None for anything else."""
     match = _VERSION_RE.match(name)
     return int(match.group(1)) if match else None
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file or directory (directories: best effort, not every platform allows it)."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if path.is_dir():
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
-
-
-def _write_file_durably(path: Path, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def list_versions(model_dir: Path) -> list[tuple[int, Path]]:
@@ -122,8 +92,8 @@ def publish_model(model_dir: Path, save: Callable[[Path], None], metadata: dict[
         version = _next_version(model_dir)
         while True:
             meta.update(version=version, name=version_name(version))
-            _write_file_durably(tmp / META_FILE, json.dumps(meta, indent=2) + "\n")
-            _fsync_tree(tmp)
+            (tmp / VERSION_META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            fsync_tree(tmp)  # the model files and meta.json, before the rename publishes them
             target = model_dir / version_name(version)
             if target.exists():  # another writer took this number
                 version += 1
@@ -136,7 +106,7 @@ def publish_model(model_dir: Path, save: Callable[[Path], None], metadata: dict[
                     continue
                 raise
             break
-        _fsync_path(model_dir)
+        fsync_dir(model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -152,14 +122,7 @@ def _set_latest(model_dir: Path, version: int) -> None:
     if current_number is not None and current_number > version:
         logger.warning("not moving LATEST back from %s to %s", current, version_name(version))
         return
-    tmp = model_dir / f"{LATEST_TMP_PREFIX}{uuid.uuid4().hex}"
-    try:
-        _write_file_durably(tmp, version_name(version) + "\n")
-        os.replace(tmp, model_dir / LATEST_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_path(model_dir)
+    atomic_write(model_dir / LATEST_FILE, version_name(version) + "\n")
 
 
 def _read_latest_name(model_dir: Path) -> str | None:
@@ -188,7 +151,7 @@ def latest_version(model_dir: Path) -> tuple[int, Path] | None:
 
 def read_meta(version_path: Path) -> dict[str, Any]:
     """meta.json of a published version directory."""
-    return json.loads((Path(version_path) / META_FILE).read_text())
+    return json.loads((Path(version_path) / VERSION_META_FILE).read_text())
 
 
 def clean_stale_tmp(model_dir: Path, min_age_s: float = 0.0) -> int:

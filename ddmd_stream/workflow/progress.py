@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ddmd_stream.atomic import atomic_write
 from ddmd_stream.config import RunConfig
 from ddmd_stream.rundir import RunDir
 
@@ -96,6 +96,8 @@ def stop_reason(summary: Summary, config: RunConfig) -> str | None:
     ):
         target = wf.stop_min_rmsd_angstrom
         return f"minimum RMSD {summary.min_rmsd:.2f} Å reached the target {target} Å"
+    if wf.stop_total_ns is not None and summary.ns_simulated >= wf.stop_total_ns:
+        return f"simulated {summary.ns_simulated:.3f} ns in total (target {wf.stop_total_ns})"
     if wf.stop_catalog_outliers is not None and (summary.outliers or 0) >= wf.stop_catalog_outliers:
         return f"catalog holds {summary.outliers} outliers (target {wf.stop_catalog_outliers})"
     return None
@@ -109,11 +111,12 @@ def request_stop(run: RunDir, reason: str) -> None:
 
 
 def write_status(run: RunDir, summary: Summary, statuses: dict[str, dict[str, Any]]) -> None:
-    tmp = run.status_file.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps({"summary": summary.as_dict(), "tasks": statuses}, indent=1, default=str)
+    """Replace RUN/status.json (atomically; not fsynced: rewritten every tick)."""
+    atomic_write(
+        run.status_file,
+        json.dumps({"summary": summary.as_dict(), "tasks": statuses}, indent=1, default=str),
+        durable=False,
     )
-    os.replace(tmp, run.status_file)
 
 
 def render(summary: Summary) -> Any:

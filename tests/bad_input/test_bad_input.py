@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddmd_stream import launch, report, streams
+from ddmd_stream import launch, streams
 from ddmd_stream.catalog import CatalogError, OutlierCatalog, OutlierRecord
+from ddmd_stream.report import __main__ as report
+from ddmd_stream.streams import __main__ as streams_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PDB = ROOT / "ddmd_stream" / "data" / "fs-peptide.pdb"
@@ -243,7 +245,7 @@ def test_truncated_bp5_store(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         if part.name.startswith("md."):
             part.write_bytes(part.read_bytes()[:7])
     before = {p.name: p.read_bytes() for p in store.iterdir()}
-    code = streams.main(["ls", str(store)])
+    code = streams_cli.main(["ls", str(store)])
     err = capsys.readouterr().err
     assert code == 2 and "agg-0000.bp" in err and "Traceback" not in err
     assert before == {p.name: p.read_bytes() for p in store.iterdir()}

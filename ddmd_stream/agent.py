@@ -1,4 +1,5 @@
-"""Agent task loop: newest model + recent frames → latent outliers → ranked → outlier catalog."""
+"""Agent task (`python -m ddmd_stream.agent -c TASK.yaml`): newest model + recent frames →
+latent outliers → ranked → outlier catalog."""
 
 from __future__ import annotations
 
@@ -8,26 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from ddmd_stream.agent.detectors import Detection, Detector, make_detector, rank_outliers
+from ddmd_stream import frames as f
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
-from ddmd_stream.ml.base import LatentModel, load_model, model_kind, resolve_detector
+from ddmd_stream.detectors import Detection, Detector, make_detector, rank_outliers, resolve
+from ddmd_stream.ml.base import LatentModel, load_model, model_kind
 from ddmd_stream.ml.data import FrameWindow, LatentCache
 from ddmd_stream.ml.registry import latest_version
-from ddmd_stream.task import TaskContext
+from ddmd_stream.task import TaskContext, run_task
 
 logger = logging.getLogger(__name__)
 
-ANGSTROM_TO_NM = 0.1
-FRAME_FIELDS = ["rmsd", "sim_id", "step", "segment_id", "structure_id"]  # copied every cycle
-
-
-def restart_fields(stream_velocities: bool, positions: str) -> list[str]:
-    """The streamed variables that hold all-atom restart coordinates."""
-    if stream_velocities:
-        return ["all_positions", "velocities"]
-    if positions == "all":
-        return ["positions"]
-    return []
+FRAME_FIELDS = list(f.IDENTITY_FIELDS)  # copied every cycle
 
 
 class Agent:
@@ -38,13 +30,16 @@ class Agent:
         self.settings = ctx.config.agent
         sim = ctx.config.simulation
         streams = ctx.config.streams
-        self.restart_fields = restart_fields(sim.stream_velocities, sim.positions)
+        self.restart_fields = f.restart_fields(sim.stream_velocities, sim.positions,
+                                               periodic=sim.solvent == "explicit")
         kind = model_kind(ctx.config.training.model)
-        # every cycle copies the frame fields; model input only where a latent is missing,
-        # restart coordinates only for the chosen few
-        fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field, *self.restart_fields]))
+        # every cycle copies the frame fields; model input only where a latent is missing;
+        # restart coordinates are read from the stores for the chosen few (memory stays flat
+        # in the number of atoms)
+        fields = list(dict.fromkeys([*FRAME_FIELDS, kind.input_field]))
         self.window = FrameWindow(streams.adios_xml, streams.aggregator_io, ctx.run.stream_dir,
-                                  fields, self.settings.max_samples, streams.liveness_timeout_s)
+                                  fields, self.settings.max_samples, streams.liveness_timeout_s,
+                                  locate=True)
         self.latents = LatentCache(self.window.buffer)
         self.detector = self.make_detector(kind.preferred_detector)
         self.catalog = OutlierCatalog(ctx.run.catalog_file)
@@ -87,7 +82,7 @@ class Agent:
                 self.detector.update(len(detection.indices))
                 cluster.update(outliers=len(detection.indices), **_floats(detection.params))
             info.update(frames=len(latents), outliers=len(detection.indices),
-                        min_rmsd=float(frames["rmsd"].min()), model_version=self.model_version,
+                        min_rmsd=float(frames[f.RMSD].min()), model_version=self.model_version,
                         **_floats(detection.params))
             published = self.publish(frames, rows, detection)
             info["catalog_version"] = published
@@ -125,7 +120,7 @@ class Agent:
 
     def use_model(self, model: LatentModel, version: int) -> None:
         """Switch to a loaded model (and, with `detector: auto`, to its preferred detector)."""
-        if resolve_detector(self.settings.detector, model.preferred_detector) != self.detector.name:
+        if resolve(self.settings.detector, model.preferred_detector) != self.detector.name:
             self.detector = self.make_detector(model.preferred_detector)
         self.model, self.model_version = model, version
         logger.info("loaded model v%d (%s, detector %s)", version, model.kind.name,
@@ -133,9 +128,7 @@ class Agent:
 
     def make_detector(self, preferred: str) -> Detector:
         """`agent.detector`, where `auto` means the model's `preferred` detector."""
-        name = resolve_detector(self.settings.detector, preferred)
-        settings = self.settings.model_copy(update={"detector": name})
-        return make_detector(settings, n_jobs=self.ctx.config.resources.agent.cpus)
+        return make_detector(self.settings, preferred, n_jobs=self.ctx.config.resources.agent.cpus)
 
     def publish(self, frames: dict[str, np.ndarray], rows: np.ndarray,
                 detection: Detection) -> int | None:
@@ -146,17 +139,18 @@ class Agent:
         if not self.restart_fields:
             logger.warning("frames carry no all-atom positions; nothing to restart from")
             return None
-        chosen = rank_outliers(detection, frames["rmsd"], self.settings.ranking,
+        chosen = rank_outliers(detection, frames[f.RMSD], self.ctx.config.ranking,
                                self.settings.n_outliers, self.rng)
         scores = dict(zip(detection.indices.tolist(), detection.scores.tolist(), strict=True))
-        restart = self.window.gather(rows[chosen], self.restart_fields)
+        with self.ctx.events.span("read_restarts", frames=len(chosen)):
+            restart = self.window.read_stored(rows[chosen], self.restart_fields)
         records = [self.record(frames, restart, int(i), j, scores.get(int(i), 0.0))
                    for j, i in enumerate(chosen)]
         with self.ctx.events.span("publish_catalog", records=len(records)) as info:
             version = self.catalog.publish(records)
             info["version"] = version
         self.ctx.update_status(catalog_version=version, outliers=len(records),
-                               min_rmsd=float(frames["rmsd"].min()),
+                               min_rmsd=float(frames[f.RMSD].min()),
                                model_version=self.model_version, cycle=self.cycle_count,
                                state="running")
         return version
@@ -164,16 +158,14 @@ class Agent:
     def record(self, frames: dict[str, np.ndarray], restart: dict[str, np.ndarray], index: int,
                chosen: int, score: float) -> OutlierRecord:
         """The catalog record of frame `index`, whose restart coordinates are `restart[chosen]`."""
-        if "all_positions" in restart:
-            positions, velocities = restart["all_positions"][chosen], restart["velocities"][chosen]
-        else:
-            positions, velocities = restart["positions"][chosen] * ANGSTROM_TO_NM, None
+        positions, velocities, box = f.restart_state({k: v[chosen] for k, v in restart.items()})
         return OutlierRecord(
-            sim_id=int(frames["sim_id"][index]), step=int(frames["step"][index]),
-            positions=np.array(positions, dtype=np.float32), rmsd=float(frames["rmsd"][index]),
+            sim_id=int(frames[f.SIM_ID][index]), step=int(frames[f.STEP][index]),
+            positions=np.array(positions, dtype=np.float32), rmsd=float(frames[f.RMSD][index]),
             score=float(score), velocities=None if velocities is None else np.array(velocities),
-            segment_id=int(frames["segment_id"][index]),
-            structure_id=int(frames["structure_id"][index]), model_version=self.model_version,
+            box=None if box is None else np.array(box, dtype=np.float32),
+            segment_id=int(frames[f.SEGMENT_ID][index]),
+            structure_id=int(frames[f.STRUCTURE_ID][index]), model_version=self.model_version,
         )
 
 
@@ -183,3 +175,7 @@ def _floats(params: dict[str, Any]) -> dict[str, float]:
 
 def main(ctx: TaskContext) -> None:
     Agent(ctx).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_task("agent", main))

@@ -1,99 +1,28 @@
-"""Outlier detectors in the CVAE latent space, and ranking of their outliers.
-
-A `Detector` turns latents (n, d) into a `Detection`: the indices of the outliers, a score per
-outlier (higher = more outlying) and the parameters used. `update(count)` adapts a detector
-between agent cycles. New detectors: subclass `Detector` and add one entry to `DETECTORS`.
-
-Outlier-count band. `AgentConfig.outlier_band` is the target [low, high] count for a full window;
-for small data it is scaled by `scale_band`: low <= 10 % and high <= 50 % of the points (high at
-least 1). For 80,000 latents the default band (1000, 5000) is unchanged.
-
-Cost (measured, 80,000 x 10 latents in five Gaussian blobs, eps in band, 2 shared cores):
-DBSCAN with kd_tree or ball_tree took 40-45 s, with brute force 11 s; n_jobs=2 saved ~25 % on
-the trees. Hence `algorithm="auto"` here means brute force from 8 latent dimensions on.
-"""
+"""DBSCAN with adaptive eps: noise points are the outliers."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
 
 import numpy as np
-import numpy.typing as npt
 from sklearn.cluster import DBSCAN
-from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
-from threadpoolctl import threadpool_limits
+from sklearn.neighbors import NearestNeighbors
 
 from ddmd_stream.config import AgentConfig
+from ddmd_stream.detectors.base import (
+    Detection,
+    Detector,
+    FloatArray,
+    IntArray,
+    _algorithm,
+    _prepare,
+    _reindex,
+    _thread_limit,
+    scale_band,
+)
 
 logger = logging.getLogger(__name__)
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
-Ranking = Literal["rmsd", "score", "random"]
-
-BRUTE_FROM_DIM = 8  # from this many latent dimensions brute force beats the trees (see above)
-
-
-@dataclass(frozen=True, eq=False)
-class Detection:
-    """Outliers found in one array of latents (indices into that array)."""
-
-    indices: IntArray
-    scores: FloatArray
-    params: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        indices = np.asarray(self.indices, dtype=np.int64).reshape(-1)
-        scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
-        if len(indices) != len(scores):
-            raise ValueError(f"{len(indices)} indices but {len(scores)} scores")
-        object.__setattr__(self, "indices", indices)
-        object.__setattr__(self, "scores", scores)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @classmethod
-    def empty(cls, params: dict[str, float] | None = None) -> Detection:
-        return cls(np.empty(0, np.int64), np.empty(0, np.float64), dict(params or {}))
-
-
-def scale_band(band: tuple[int, int], n: int) -> tuple[int, int]:
-    """The target [low, high] outlier count for n points: low <= n//10, 1 <= high <= n//2."""
-    low, high = band
-    high = min(high, max(n // 2, 1))
-    return min(low, n // 10, high), high
-
-
-class Detector(ABC):
-    """Finds outliers in latents; `detect` validates input, subclasses implement `_detect`."""
-
-    name: ClassVar[str]
-    n_jobs: int | None = None  # threads for neighbour searches; None: library defaults
-
-    def detect(self, latents: np.ndarray) -> Detection:
-        """Outliers among the rows of `latents` (n, d); rows with NaN/inf are skipped."""
-        x, rows = _prepare(latents)
-        with _thread_limit(self.n_jobs):
-            return _reindex(self._detect(x), rows)
-
-    @abstractmethod
-    def _detect(self, x: FloatArray) -> Detection:
-        """Outliers of finite float64 latents `x` (n, d)."""
-
-    def update(self, n_outliers: int) -> None:  # noqa: B027 - optional hook
-        """Adapt to the outlier count of the last detection (default: nothing to adapt)."""
-
-    @classmethod
-    @abstractmethod
-    def from_config(cls, config: AgentConfig, n_jobs: int | None = None) -> Detector:
-        """The detector as configured by the agent section, using up to n_jobs threads."""
 
 
 class DBSCANDetector(Detector):
@@ -325,140 +254,3 @@ class DBSCANDetector(Detector):
             logger.info("dbscan: eps %.4g clamped to %.4g (data scale/memory bounds)", eps,
                            clamped)
         self.eps = clamped
-
-
-class LOFDetector(Detector):
-    """Local outlier factor: the k points with the largest LOF are the outliers.
-
-    k = the number of points with LOF > `threshold`, clamped into the (scaled) band, but never
-    a point with LOF <= 1 (as dense as its neighbours). Score = LOF = -negative_outlier_factor_.
-    """
-
-    name = "lof"
-
-    def __init__(
-        self,
-        n_neighbors: int = 20,
-        band: tuple[int, int] = (1000, 5000),
-        *,
-        threshold: float = 1.5,
-        algorithm: str = "auto",
-        n_jobs: int | None = None,
-    ) -> None:
-        if n_neighbors < 1:
-            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
-        self.n_neighbors, self.band, self.threshold = n_neighbors, band, threshold
-        self.algorithm, self.n_jobs = algorithm, n_jobs
-
-    @classmethod
-    def from_config(cls, config: AgentConfig, n_jobs: int | None = None) -> LOFDetector:
-        return cls(config.lof_neighbors, config.outlier_band, n_jobs=n_jobs)
-
-    def _detect(self, x: FloatArray) -> Detection:
-        n = len(x)
-        low, high = scale_band(self.band, n)
-        params = {"n_neighbors": float(min(self.n_neighbors, max(n - 1, 0))),
-                  "threshold": self.threshold, "band_low": float(low), "band_high": float(high)}
-        if n < 3:
-            return Detection.empty(params)
-        lof = self._lof(x)
-        above = int(np.sum(lof > self.threshold))
-        k = min(max(above, low), high, int(np.sum(lof > 1.0 + 1e-9)))
-        top = np.argsort(-lof, kind="stable")[:k]
-        logger.debug("lof: n=%d above %.2f: %d, reported %d", n, self.threshold, above, k)
-        return Detection(top, lof[top], {**params, "n_above_threshold": float(above)})
-
-    def _lof(self, x: FloatArray) -> FloatArray:
-        model = LocalOutlierFactor(n_neighbors=min(self.n_neighbors, len(x) - 1),
-                                   algorithm=_algorithm(self.algorithm, x.shape[1]),
-                                   n_jobs=self.n_jobs)
-        return -model.fit(x).negative_outlier_factor_
-
-
-DETECTORS: dict[str, type[Detector]] = {"dbscan": DBSCANDetector, "lof": LOFDetector}
-
-
-def make_detector(config: AgentConfig, n_jobs: int | None = None) -> Detector:
-    """The detector named by `config.detector`, configured from the agent section.
-
-    n_jobs: threads for neighbour searches (sklearn n_jobs, and the BLAS/OpenMP pools that brute
-    force uses); None = library defaults (all cores). Pass the agent task's CPU count.
-    """
-    try:
-        cls = DETECTORS["dbscan" if config.detector == "auto" else config.detector]
-    except KeyError:
-        raise ValueError(f"unknown detector {config.detector!r}; known: {sorted(DETECTORS)}") \
-            from None
-    return cls.from_config(config, n_jobs)
-
-
-def rank_outliers(
-    detection: Detection,
-    rmsd: np.ndarray | None,
-    how: Ranking,
-    n: int,
-    rng: np.random.Generator | int | None = None,
-) -> IntArray:
-    """Indices (into the detected array) of the top `n` outliers.
-
-    how: "rmsd" - lowest RMSD first (NaN last; ties by score), needs `rmsd` for the whole array;
-    "score" - highest score first; "random" - a random subset drawn with `rng` (Generator/seed).
-    """
-    if n <= 0 or len(detection) == 0:
-        return np.empty(0, np.int64)
-    if how == "rmsd":
-        order = np.lexsort((-detection.scores, _rmsd_of(detection, rmsd)))
-    elif how == "score":
-        order = np.argsort(-detection.scores, kind="stable")
-    elif how == "random":
-        order = np.random.default_rng(rng).permutation(len(detection))
-    else:
-        raise ValueError(f"unknown ranking {how!r}; use 'rmsd', 'score' or 'random'")
-    return detection.indices[order[:n]]
-
-
-def _rmsd_of(detection: Detection, rmsd: np.ndarray | None) -> FloatArray:
-    if rmsd is None:
-        raise ValueError("ranking by rmsd needs the rmsd array")
-    values = np.asarray(rmsd, dtype=np.float64).reshape(-1)
-    if detection.indices.max() >= len(values):
-        raise ValueError(f"rmsd has {len(values)} values, but an outlier index is "
-                         f"{detection.indices.max()}")
-    return values[detection.indices]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _prepare(latents: np.ndarray) -> tuple[FloatArray, IntArray | None]:
-    """float64 (n, d) latents without non-finite rows, and the kept rows (None: all kept)."""
-    x = np.asarray(latents, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"latents must have shape (n, d), got {x.shape}")
-    finite = np.isfinite(x).all(axis=1)
-    if finite.all():
-        return x, None
-    logger.warning("%d of %d latents are not finite; skipped", np.sum(~finite), len(x))
-    return x[finite], np.flatnonzero(finite)
-
-
-def _reindex(detection: Detection, rows: IntArray | None) -> Detection:
-    if rows is None:
-        return detection
-    return Detection(rows[detection.indices], detection.scores, detection.params)
-
-
-def _algorithm(requested: str, n_features: int) -> str:
-    if requested != "auto":
-        return requested
-    return "brute" if n_features >= BRUTE_FROM_DIM else "auto"
-
-
-@contextlib.contextmanager
-def _thread_limit(n_jobs: int | None) -> Iterator[None]:
-    """Limit BLAS/OpenMP threads (brute force uses them) to n_jobs when it is given."""
-    if n_jobs is None or n_jobs < 1:
-        yield
-        return
-    with threadpool_limits(limits=n_jobs):
-        yield

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from ddmd_stream.errors import InputError
-
-logger = logging.getLogger(__name__)
+from ddmd_stream.report import build_report
 
 EXIT_BAD_INPUT = 2
 
@@ -26,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from ddmd_stream.profile.report import build_report
-
     try:
         summary = build_report(args.run_dir, args.out)
     except InputError as error:

@@ -1,1 +1,0 @@
-"""Outlier agent: encode recent frames with the newest CVAE, find latent outliers, publish them."""

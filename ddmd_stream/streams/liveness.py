@@ -1,0 +1,101 @@
+"""Is a stream's writer alive? The `.writer` sidecar, pid checks and SST contact files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddmd_stream.streams.adios import is_file_engine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriterInfo:
+    """Who writes a stream, kept beside it so readers can tell a live writer from a dead one."""
+
+    pid: int
+    host: str
+    token: str
+    started: float
+
+    @staticmethod
+    def sidecar(path: Path) -> Path:
+        """The `.writer` file beside stream `path`."""
+        return path.with_name(path.name + ".writer")
+
+    @classmethod
+    def read(cls, path: Path) -> WriterInfo | None:
+        """The writer recorded beside `path`, or None (no sidecar, or an unreadable one)."""
+        try:
+            return cls(**json.loads(cls.sidecar(path).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        """Record this writer beside `path` (atomically)."""
+        tmp = self.sidecar(path).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, self.sidecar(path))
+
+    def known_dead(self) -> bool:
+        """Certainly gone: a writer on this host whose process has ended."""
+        return self.host == socket.gethostname() and not pid_alive(self.pid)
+
+    def alive(self, path: Path, liveness_timeout_s: float) -> bool:
+        """Same host: is the pid running? Elsewhere: was the sidecar touched recently?"""
+        if self.host == socket.gethostname():
+            return pid_alive(self.pid)
+        try:
+            age = time.time() - self.sidecar(path).stat().st_mtime
+        except OSError:
+            return False
+        return age < liveness_timeout_s
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` of this host running (a zombie is not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def contact_file(path: Path) -> Path:
+    """Where SST writes a stream's contact information."""
+    return path.with_name(path.name + ".sst")
+
+
+def clean_stale_contact_files(folder: Path) -> list[Path]:
+    """Remove `*.sst` files whose writer is gone (they break readers); returns those removed."""
+    removed = []
+    for sst in Path(folder).glob("*.sst"):
+        stream = sst.with_name(sst.name.removesuffix(".sst"))
+        info = WriterInfo.read(stream)
+        if info is None or not info.alive(stream, liveness_timeout_s=0.0):
+            sst.unlink(missing_ok=True)
+            removed.append(sst)
+    if removed:
+        logger.info("removed %d stale SST contact file(s) in %s", len(removed), folder)
+    return removed
+
+
+def stream_ready(path: Path, engine: str) -> WriterInfo | None:
+    """The writer of `path` if it has opened the stream far enough for a reader to connect."""
+    info = WriterInfo.read(path)
+    if info is None:
+        return None
+    opened = (path / "md.idx").exists() if is_file_engine(engine) else contact_file(path).exists()
+    return info if opened else None
