@@ -42,20 +42,8 @@ def temp_path(path: str | Path) -> Path:
 
 def atomic_write(path: str | Path, data: bytes | str, durable: bool = True) -> None:
     """Replace `path` by `data` (str is written as UTF-8) so that readers never see a part."""
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data.encode() if isinstance(data, str) else data)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    with atomic_path(path, durable) as tmp:
+        Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 @contextlib.contextmanager

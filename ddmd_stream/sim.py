@@ -110,9 +110,13 @@ class StreamingSimulation:
             streams.simulation_io,
             self.ctx.run.sim_stream(self.sim_id),
             streams.open_timeout_s,
+            stop_file=self.ctx.run.stop_file,
         )
 
     def run(self) -> None:
+        if self.ctx.should_stop():  # stopped while starting: no stream to open for nothing
+            logger.info("stopped before the first segment")
+            return
         self.open_stream()
         try:
             segment = self.resume() if self.ctx.once else self.start()

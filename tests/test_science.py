@@ -219,3 +219,15 @@ def test_box_travels_with_frames_and_restarts(make_config) -> None:
     assert sim.restart(segment=1) is not None
     after = sim.simulation.context.getState().getPeriodicBoxVectors(asNumpy=True)
     np.testing.assert_allclose(after.value_in_unit(unit.nanometer), bigger, rtol=1e-5)
+
+
+def test_report_names_the_objective(tmp_path: Path) -> None:
+    from ddmd_stream.report.metrics import steering_objective
+
+    folded = {"pdb_file": str(PACKAGE_DATA / "1FME-unfolded.pdb"),
+              "reference_pdb": str(PACKAGE_DATA / "1FME-folded.pdb")}
+    assert "1FME-folded.pdb" in steering_objective(_config(tmp_path, simulation=folded))
+    assert steering_objective(_config(tmp_path)).startswith("novelty")
+    control = _config(tmp_path, agent={"detector": "uniform"})
+    assert "control" in steering_objective(control)
+    assert "plain" in steering_objective(_config(tmp_path, workflow={"mode": "plain"}))

@@ -57,7 +57,7 @@ a = json.loads(sys.argv[1])
 def say(event, **kw):
     print(json.dumps({"event": event, "t": time.time(), **kw}), flush=True)
 w = FrameWriter(a["xml"], a["io"], a["path"], open_timeout_s=a["open_timeout_s"],
-                append=a["append"])
+                append=a["append"], stop_file=a.get("stop_file"))
 say("opened")
 for i in range(a["first"], a["first"] + a["n"]):
     time.sleep(a["delay"])
@@ -325,6 +325,23 @@ def test_writer_without_reader_gives_up(tmp_path: Path) -> None:
     assert "open_timeout_s" in errors[0]
     # The killed writer left its contact file behind; the next start cleans it.
     assert clean_stale_contact_files(tmp_path) == [contact_file(path)]
+
+
+def test_writer_blocked_in_open_honours_stop(tmp_path: Path) -> None:
+    """A simulation waiting for a reader that will never come ends as soon as STOP appears."""
+    path, stop_file = tmp_path / "sim-0003", tmp_path / "STOP"
+    writer = start_writer(path, SST_XML, n=1, open_timeout_s=300.0, stop_file=str(stop_file))
+    try:
+        wait_ready(path, SST_XML, writer)  # its open is blocked now: no reader
+        stop_file.write_text("test\n")
+        stopped = time.monotonic()
+        code = writer.wait(timeout=30)
+        elapsed = time.monotonic() - stopped
+        stderr = writer.stderr.read()
+    finally:
+        stop(writer)
+    assert code in (-signal.SIGTERM, -signal.SIGKILL) and elapsed < 6, (code, elapsed)
+    assert "appeared while blocked" in stderr and str(path) in stderr, stderr
 
 
 SEED_CHILD = r"""

@@ -203,9 +203,25 @@ def run_span(data: RunData) -> float:
     return max((end_of(e) for e in data.events), default=data.t0) - data.t0
 
 
+def steering_objective(config: Any) -> str:
+    """What the run steered toward, in words (the report and README say it)."""
+    if config is None:
+        return "unknown (no config.yaml)"
+    if config.workflow.mode == "plain":
+        return "none (plain MD, no restarts)"
+    if config.agent.detector == "uniform":
+        return "none (restarts from uniformly random frames: the control)"
+    if config.ranking == "rmsd":
+        return f"lowest RMSD to {config.simulation.reference_pdb} (agent.ranking: rmsd)"
+    if config.ranking == "score":
+        return "novelty: most outlying in the model's latent space first (agent.ranking: score)"
+    return "random outliers (agent.ranking: random)"
+
+
 def summarize(data: RunData) -> Summary:
     """Every number of the report (what summary.json holds and the pages show)."""
     return {"run_dir": str(data.run.root), "state": run_state(data), "span_s": run_span(data),
+            "objective": steering_objective(data.config),
             "tasks": len(data.by_task), "events": len(data.events),
             "components": [asdict(row) for row in component_table(data)],
             "io": io_summary(data), "recorder": recorder_overhead(data),

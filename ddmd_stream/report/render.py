@@ -124,7 +124,8 @@ def io_markdown(summary: Summary) -> str:
 
 def markdown_page(summary: Summary) -> str:
     lines = [f"# Run report: {summary['run_dir']}", "", f"State: {_state_line(summary)}"
-             f" {summary['span_s']:.1f} s from first to last event.", ""]
+             f" {summary['span_s']:.1f} s from first to last event.", "",
+             f"Steering objective: {summary['objective']}.", ""]
     lines += [f"- note: {note}" for note in summary["notes"]] + [""]
     lines += [f"## {PER_COMPONENT}", "", table_markdown(summary), TABLE_LEGEND, "",
               f"## {IO_HEADING}", "", io_markdown(summary)]
@@ -149,7 +150,8 @@ def html_table(header: Sequence[str], rows: Rows) -> str:
 
 def html_page(summary: Summary) -> str:
     parts = [f"<h1>Run report: {html.escape(summary['run_dir'])}</h1>",
-             f"<p>State: {html.escape(_state_line(summary))} {summary['span_s']:.1f} s.</p>"]
+             f"<p>State: {html.escape(_state_line(summary))} {summary['span_s']:.1f} s.</p>",
+             f"<p>Steering objective: {html.escape(summary['objective'])}.</p>"]
     parts += [f"<p class=note>note: {html.escape(n)}</p>" for n in summary["notes"]]
     parts += [f"<h2>{PER_COMPONENT}</h2>",
               html_table(TABLE_COLUMNS, map(table_cells, component_rows(summary))),

@@ -35,8 +35,10 @@ class FrameWriter:
         path: Path,
         open_timeout_s: float = 120.0,
         append: bool = False,
+        stop_file: Path | None = None,
     ):
         self.path = Path(path)
+        self.stop_file = stop_file  # a blocked open ends when it appears (the run's STOP)
         self.adios, self.io = declare_io(xml, io_name)
         self.engine_name = self.io.engine_type().lower()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,7 @@ class FrameWriter:
         )
         if self.engine_name == "sst":
             reserve_evpath_seed(self.path.parent)
-        with open_deadline(open_timeout_s, message):
+        with open_deadline(open_timeout_s, message, self.stop_file):
             return self.io.open(str(self.path), mode)
 
     def _variable(self, name: str, array: np.ndarray) -> Any:

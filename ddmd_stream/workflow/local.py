@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ddmd_stream.rundir import RunDir
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ class LocalEngine:
             code = entry.process.poll()
             if code is None:
                 continue
-            if code != 0 and entry.restarts < self.max_restarts:
+            stopping = RunDir(self.plan.run_dir).stop_file.exists()  # as the EnTK engine
+            if code != 0 and entry.restarts < self.max_restarts and not stopping:
                 entry.restarts += 1
                 logger.warning(
                     "%s exited with %d; restart %d/%d",
