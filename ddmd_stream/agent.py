@@ -12,7 +12,7 @@ import numpy as np
 from ddmd_stream import frames as f
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.detectors import Detection, Detector, make_detector, rank_outliers, resolve
-from ddmd_stream.ml.base import LatentModel, load_model, model_kind
+from ddmd_stream.ml.base import LatentModel, load_model, model_class, model_kind
 from ddmd_stream.ml.data import FrameWindow, LatentCache
 from ddmd_stream.ml.registry import latest_version
 from ddmd_stream.task import TaskContext, run_task
@@ -33,6 +33,7 @@ class Agent:
         self.restart_fields = f.restart_fields(sim.stream_velocities, sim.positions,
                                                periodic=sim.solvent == "explicit")
         kind = model_kind(ctx.config.training.model)
+        model_class(kind.name)  # import Keras now, not when the first model is published
         # every cycle copies the frame fields; model input only where a latent is missing;
         # restart coordinates are read from the stores for the chosen few (memory stays flat
         # in the number of atoms)

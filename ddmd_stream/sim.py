@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import openmm.unit as unit
@@ -89,7 +90,7 @@ class StreamingSimulation:
         )
         self.simulation.reporters.append(self.reporter)
 
-    def _positions(self, topology) -> str | np.ndarray:
+    def _positions(self, topology: Any) -> str | np.ndarray:
         """The reporter's `positions`: "ca", "all" or the indices of the configured atoms."""
         selection = self.config.positions
         return selection if selection in ("ca", "all") else select_atoms(topology, selection)

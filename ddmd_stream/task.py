@@ -193,6 +193,12 @@ def _setup_logging(log_file: Path) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing chatter
 
 
+def _lower_priority(increment: int) -> None:
+    """`resources.<role>.nice`: yield CPU to the other tasks of the run."""
+    if increment:
+        logger.info("CPU priority lowered by %d (nice %d)", increment, os.nice(increment))
+
+
 def _install_signal_handlers(ctx: TaskContext) -> None:
     def request_stop(signum: int, _frame: object) -> None:
         logger.info("signal %s: stopping", signal.Signals(signum).name)
@@ -224,6 +230,7 @@ def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | N
         return EXIT_BAD_INPUT
     prepare_process_env(ctx.config, role, os.environ)
     _setup_logging(ctx.dir / "log")
+    _lower_priority(getattr(ctx.config.resources, role).nice)
     _install_signal_handlers(ctx)
     ctx.events.event("task_start", role=role, pid=os.getpid())
     code = EXIT_OK

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ddmd_stream.frames import SIM_ID, STEP
-from ddmd_stream.ml.base import LatentModel, ModelError, load_model, model_for, model_kind
+from ddmd_stream.ml.base import (
+    LatentModel,
+    ModelError,
+    load_model,
+    model_class,
+    model_for,
+    model_kind,
+)
 from ddmd_stream.ml.data import FrameWindow
 from ddmd_stream.ml.registry import (
     clean_stale_tmp,
@@ -76,6 +83,7 @@ class Trainer:
         self.published_weights: list[np.ndarray] | None = None
         self.best_val = math.inf
         self.round = 0
+        model_class(self.settings.model)  # import Keras now, not when the first data is in
         sim = ctx.config.simulation
         self.block_steps = self.settings.validation_block_frames * sim.steps_per_report
         clean_stale_tmp(ctx.run.model_dir)

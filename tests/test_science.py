@@ -231,3 +231,19 @@ def test_report_names_the_objective(tmp_path: Path) -> None:
     control = _config(tmp_path, agent={"detector": "uniform"})
     assert "control" in steering_objective(control)
     assert "plain" in steering_objective(_config(tmp_path, workflow={"mode": "plain"}))
+
+
+def test_simulations_can_yield_cpu_to_the_steering(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = _config(tmp_path, resources={"sim": {"nice": 10}})
+    assert (config.resources.sim.nice, config.resources.trainer.nice) == (10, 0)
+    with pytest.raises(Exception, match="nice"):
+        _config(tmp_path, resources={"sim": {"nice": 40}})
+    child = "import os; from ddmd_stream.task import _lower_priority; _lower_priority(3); " \
+            "print(os.nice(0))"
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out) == os.nice(0) + 3

@@ -42,6 +42,12 @@ class RoleResources(Section):
         [], description="Shell lines run before the task (after resources.pre_exec)."
     )
     environment: dict[str, str] = Field({}, description="Environment variables of the task.")
+    nice: int = Field(
+        0, ge=0, le=19,
+        description="Lower the task's CPU priority by this much (os.nice). On a machine with "
+        "fewer cores than tasks, a higher value for simulations than for the trainer and agent "
+        "keeps the steering from lagging behind the simulations it steers.",
+    )
     python: str | None = Field(
         None, min_length=1, description="Python interpreter for the task (default: the launcher's)."
     )

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddmd_stream.atomic import atomic_write
 from ddmd_stream.streams.adios import is_file_engine
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,7 @@ class WriterInfo:
 
     def write(self, path: Path) -> None:
         """Record this writer beside `path` (atomically)."""
-        tmp = self.sidecar(path).with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.__dict__))
-        os.replace(tmp, self.sidecar(path))
+        atomic_write(self.sidecar(path), json.dumps(self.__dict__), durable=False)
 
     def known_dead(self) -> bool:
         """Certainly gone: a writer on this host whose process has ended."""
