@@ -224,6 +224,8 @@ class StreamingSimulation:
             segment=segment,
             source_sim=record.sim_id,
             source_step=record.step,
+            source_segment=record.segment_id,
+            source_structure=record.structure_id,
             rmsd=record.rmsd,
             model_version=record.model_version,
         )

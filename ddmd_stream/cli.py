@@ -1,0 +1,118 @@
+"""`ddmd-stream COMMAND …`: one command for everything; each subcommand is an existing CLI.
+
+| command | same as |
+|---|---|
+| `launch CONFIG [options]` | `python -m ddmd_stream.launch CONFIG [options]` |
+| `check CONFIG` | `python -m ddmd_stream.launch CONFIG --check` |
+| `plan CONFIG` | `python -m ddmd_stream.launch CONFIG --dry-run` |
+| `report RUN_DIR` | `python -m ddmd_stream.report RUN_DIR` |
+| `export RUN_DIR` | `python -m ddmd_stream.export RUN_DIR` (trajectories, lineage, outliers) |
+| `lineage RUN_DIR` | `python -m ddmd_stream.lineage RUN_DIR` (restarts as CSV) |
+| `ls STORE.bp` | `python -m ddmd_stream.streams ls STORE.bp` |
+| `schema` | `python -m ddmd_stream.config schema` |
+
+`ddmd-stream COMMAND --help` shows the options of that command; `ddmd-stream CONFIG.yaml …`
+(the entry point's older form) still means `launch`. Bad input: one `error:` line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ddmd_stream import __version__
+from ddmd_stream.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help and the function that runs it on the rest of argv."""
+
+    help: str
+    run: Callable[[list[str]], int]
+
+
+def _launch(argv: list[str]) -> int:
+    from ddmd_stream.launch import main
+
+    return main(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from ddmd_stream.report.__main__ import main
+
+    return main(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from ddmd_stream.export import main
+
+    return main(argv)
+
+
+def _lineage(argv: list[str]) -> int:
+    from ddmd_stream.lineage import main
+
+    return main(argv)
+
+
+def _streams(argv: list[str]) -> int:
+    from ddmd_stream.streams.__main__ import main
+
+    return main(argv)
+
+
+def _config(argv: list[str]) -> int:
+    from ddmd_stream.config.__main__ import main
+
+    return main(argv)
+
+
+COMMANDS: dict[str, Command] = {
+    "launch": Command("run the workflow of a config", _launch),
+    "check": Command("validate a config, its files and resources (launch --check)",
+                     lambda argv: _launch([*argv, "--check"])),
+    "plan": Command("print the task plan of a config (launch --dry-run)",
+                    lambda argv: _launch([*argv, "--dry-run"])),
+    "report": Command("write a run's report (RUN_DIR/report/index.html)", _report),
+    "export": Command("write a run's trajectories, lineage.csv and outlier PDBs", _export),
+    "lineage": Command("print a run's restarts (where each came from) as CSV", _lineage),
+    "ls": Command("list the variables, steps and frames of a BP store",
+                  lambda argv: _streams(["ls", *argv])),
+    "schema": Command("print a documented example config (every field)",
+                      lambda argv: _config(["schema", *argv])),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The top-level parser: help, version and the list of commands (they parse their own)."""
+    parser = argparse.ArgumentParser(prog="ddmd-stream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ddmd_stream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `ddmd-stream`; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv = ["launch", *argv]
+    if not argv or argv[0] not in COMMANDS:
+        _parser().parse_args(argv)  # --help / --version exit 0; anything else is a usage error
+        return EXIT_BAD_INPUT
+    try:
+        return COMMANDS[argv[0]].run(argv[1:])
+    except InputError as error:  # a command that let one through: still one line
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
