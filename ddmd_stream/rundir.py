@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("sim", "aggregator", "trainer", "agent")
+MARKER_NAME = ".ddmd_stream-run"  # marks a folder as a run directory ddmd_stream made
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ class RunDir:
     def report_dir(self) -> Path:
         return self.root / "report"
 
+    @property
+    def marker_file(self) -> Path:
+        """Written by `create`: only a folder holding it may be overwritten."""
+        return self.root / MARKER_NAME
+
     def create(self) -> None:
         for path in (
             self.tasks_dir,
@@ -109,3 +115,5 @@ class RunDir:
             self.catalog_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)
+        self.marker_file.write_text("a ddmd_stream run directory (workflow.on_existing: "
+                                    "overwrite may delete it whole)\n")

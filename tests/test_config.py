@@ -215,3 +215,39 @@ def test_schema_cli_is_documented_yaml_of_the_defaults(tmp_path: Path) -> None:
                 break
         else:
             pytest.fail(f"schema lacks {start!r} with {comment!r}")
+
+
+def test_duplicate_key_is_an_error_naming_key_and_line(tmp_path: Path) -> None:
+    from ddmd_stream.config import ConfigError, load_config
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("simulation:\n  num_simulations: 2\n  num_simulations: 4\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml.*line 3.*duplicate key 'num_simulations'"):
+        load_config(path)
+
+
+def test_report_interval_longer_than_a_segment_is_an_error(tmp_path: Path) -> None:
+    from ddmd_stream.config import ConfigError, parse_config
+
+    bad = {"simulation": {"report_interval_ps": 50, "segment_length_ns": 0.01}}
+    with pytest.raises(ConfigError, match=r"report_interval_ps.*longer than.*segment"):
+        parse_config(bad, "run.yaml", tmp_path)
+
+
+def test_overwrite_deletes_only_a_marked_run_directory(make_config, tmp_path: Path) -> None:
+    from ddmd_stream.config import ConfigError
+    from ddmd_stream.workflow.prepare import prepare_run_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own notes\n")
+    (mine / "thesis.tex").write_text("irreplaceable\n")
+    config = make_config(workflow={"run_dir": str(mine), "on_existing": "overwrite"})
+    with pytest.raises(ConfigError, match="not made by ddmd_stream"):
+        prepare_run_dir(config)
+    assert (mine / "thesis.tex").read_text() == "irreplaceable\n"
+    run = make_config(workflow={"run_dir": str(tmp_path / "run"), "on_existing": "overwrite"})
+    first = prepare_run_dir(run)
+    (first.root / "old-output").write_text("x")
+    second = prepare_run_dir(run)  # a run directory ddmd_stream made: replaced
+    assert second.marker_file.is_file() and not (second.root / "old-output").exists()

@@ -176,6 +176,15 @@ class SimulationConfig(Section):
         index = sim_id % len(structures)
         return index, structures[index]
 
+    @model_validator(mode="after")
+    def _segment_holds_a_frame(self) -> SimulationConfig:
+        if self.report_interval_ps > self.segment_length_ns * 1000.0:
+            raise ValueError(
+                f"report_interval_ps ({self.report_interval_ps:g} ps) is longer than "
+                f"segment_length_ns ({self.segment_length_ns * 1000:g} ps): a segment would "
+                "stream no frame; shorten the interval or lengthen the segment")
+        return self
+
     @property
     def steps_per_report(self) -> int:
         """MD steps between streamed frames."""

@@ -50,6 +50,11 @@ def prepare_run_dir(config: RunConfig) -> RunDir:
                 "(or use --resume / --overwrite), or choose another workflow.run_dir"
             )
         if policy == "overwrite":
+            if not run.marker_file.is_file():
+                raise ConfigError(
+                    f"{run.root}: holds a config.yaml but no {run.marker_file.name}, so it was "
+                    "not made by ddmd_stream; not deleting it (workflow.on_existing: "
+                    "overwrite); choose another workflow.run_dir")
             logger.warning("overwriting the run in %s", run.root)
             shutil.rmtree(run.root)
             if run.scratch:
