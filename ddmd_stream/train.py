@@ -106,7 +106,7 @@ class Trainer:
         self.window.close()
 
     def _ensure_model(self, sample: np.ndarray) -> LatentModel:
-        if self.model is None and self.ctx.once:
+        if self.model is None:  # any mode: a stage's new process, or a restart after a crash
             self._continue_published()
         if self.model is None:
             self.model = model_for(self.settings, sample[:1], seed=self.settings.seed)
@@ -115,7 +115,9 @@ class Trainer:
         return self.model
 
     def _continue_published(self) -> None:
-        """Sequential mode: start from the newest published model (a fresh process per stage)."""
+        """Start from the newest published model, its validation loss the bar to beat: a
+        trainer started again (each sequential stage, an engine restart after a crash, a
+        resumed run) never publishes a model worse than the one published."""
         self.round = self.ctx.recorded_count("train_round")
         latest = latest_version(self.ctx.run.model_dir)
         if latest is None:

@@ -254,3 +254,28 @@ def test_aae_model_switch_trains_and_agent_publishes(make_config) -> None:
         assert all(record.model_version == version for record in catalog.records)
     finally:
         writer.close()
+
+
+def test_restarted_trainer_continues_from_the_published_model(run_with_store) -> None:
+    from ddmd_stream.train import Trainer
+
+    config, run, writer = run_with_store
+    writer.write(synthetic_frames(64, 0, np.random.default_rng(4)))
+    first = Trainer(context(config, run, "trainer"))
+    first.window.update()
+    assert first.train_round() == 1
+    published = read_meta(latest_version(run.model_dir)[1])["val_loss"]
+    again = Trainer(context(config, run, "trainer"))  # the streaming trainer, restarted
+    again.window.update()
+    version = again.train_round()
+    assert again.best_val <= published  # the bar it started from: the published loss
+    again.ctx.events.flush()
+    round_event = [e for e in read_events(again.ctx.dir / "events.jsonl")
+                   if e["event"] == "train_round"][-1]
+    assert np.isfinite(round_event["baseline"])  # judged against the published model
+    newest_version, newest_path = latest_version(run.model_dir)
+    if version is None:
+        assert newest_version == 1  # nothing worse replaced it
+    else:
+        assert version == newest_version == 2
+        assert read_meta(newest_path)["val_loss"] < round_event["baseline"]
