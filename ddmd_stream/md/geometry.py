@@ -9,6 +9,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# Residue names taken as water (solvation checks, heavy-atom selections).
+WATER_RESIDUES = frozenset({"HOH", "WAT", "H2O", "SOL", "TIP3", "TIP4", "SPC"})
+
 
 def _as_coords(array: np.ndarray, name: str) -> np.ndarray:
     """A float64 (n, 3) copy-or-view of `array`; ValueError on any other shape."""
@@ -103,12 +106,12 @@ def phi_psi_atoms(topology: Any, residue: int | None = None) -> list[Quad]:
 
 
 def heavy_atom_indices(topology: Any) -> np.ndarray:
-    """int64 indices of the non-hydrogen atoms of the protein (no water or ions)."""
-    solvent = {"HOH", "WAT", "H2O", "SOL", "TIP3", "NA", "CL", "K", "Na+", "Cl-"}
+    """int64 indices of the non-hydrogen atoms of the protein (no water; a one-atom residue is
+    an ion)."""
     indices = [
         atom.index
         for atom in topology.atoms()
-        if atom.residue.name not in solvent
+        if atom.residue.name.upper() not in WATER_RESIDUES
         and (atom.element is None or atom.element.symbol != "H")
         and len(list(atom.residue.atoms())) > 1
     ]

@@ -13,7 +13,7 @@ import openmm.unit as unit
 
 from ddmd_stream.config import SimulationConfig
 from ddmd_stream.errors import InputError
-from ddmd_stream.md.geometry import ca_indices
+from ddmd_stream.md.geometry import WATER_RESIDUES, ca_indices
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ CONSTRAINTS: dict[str, Any] = {
     "HAngles": app.HAngles,
 }
 
-# Residue names taken as water when deciding whether an explicit-solvent PDB is already solvated.
-WATER_RESIDUES = frozenset({"HOH", "WAT", "H2O", "SOL", "TIP3", "TIP4", "SPC"})
 
 # Modeller water model inferred from the force field file names; tip3p otherwise.
 WATER_MODELS = ("tip4pew", "tip5p", "spce", "opc3", "opc", "tip3p")
@@ -301,12 +299,17 @@ def build_simulation(
         properties or "",
     )
     simulation.context.setPositions(modeller.positions)
-    temperature = config.temperature_k * unit.kelvin
-    if seed is None:
-        simulation.context.setVelocitiesToTemperature(temperature)
-    else:
-        simulation.context.setVelocitiesToTemperature(temperature, _openmm_seed(seed))
+    _draw_velocities(simulation.context, config.temperature_k, seed)
     return simulation, name
+
+
+def _draw_velocities(context: openmm.Context, temperature_k: float, seed: int | None) -> None:
+    """Maxwell-Boltzmann velocities at `temperature_k`, reproducible for a given `seed`."""
+    temperature = temperature_k * unit.kelvin
+    if seed is None:
+        context.setVelocitiesToTemperature(temperature)
+    else:
+        context.setVelocitiesToTemperature(temperature, _openmm_seed(seed))
 
 
 def prepare_start(simulation: app.Simulation, config: SimulationConfig, structure: Path,
@@ -332,11 +335,7 @@ def prepare_start(simulation: app.Simulation, config: SimulationConfig, structur
         raise clash
     steps = round(config.equilibration_ps * 1000.0 / config.timestep_fs)
     if steps:
-        temperature = config.temperature_k * unit.kelvin
-        if seed is None:
-            context.setVelocitiesToTemperature(temperature)
-        else:
-            context.setVelocitiesToTemperature(temperature, _openmm_seed(seed))
+        _draw_velocities(context, config.temperature_k, seed)
         step, clock = simulation.currentStep, context.getTime()
         simulation.integrator.step(steps)  # not simulation.step: no reporters
         simulation.currentStep = step  # equilibration is not production: clock unchanged
