@@ -23,6 +23,11 @@ model changes, so that cycle encodes the whole window again). The phase duration
 agent's events.jsonl: read (new steps into the window), load_model, encode (`encoded`: frames
 actually encoded), cluster (DBSCAN; the first cycle searches eps), publish_catalog, and `other`
 = cycle - encode - cluster - publish (window copy, ranking, records). Target: <= 30 s per cycle.
+
+With --ranks N, the first cycle runs instead as the real agent task, once with 1 rank and once
+with N (`resources.agent.ranks`, started by the local engine's `mpiexec -n N` command line from
+`workflow.prepare.task_spec`), one after the other on the same store and model; it prints each
+run's wall time and phases and the ratios 1 rank / N ranks (the ranks share only the encoding).
 """
 
 from __future__ import annotations
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="maps for the one training epoch before publishing (0: untrained;"
                         " default 1000, --quick 0)")
     parser.add_argument("--agent-cpus", type=int, default=1, help="resources.agent.cpus")
+    parser.add_argument("--ranks", type=int,
+                        help="compare a first cycle at 1 and at this many MPI ranks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--publish", type=Path, help=argparse.SUPPRESS)  # internal: child
     parser.add_argument("--maps", type=Path, help=argparse.SUPPRESS)
@@ -196,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         np.save(maps_file, np.concatenate(train_maps)[: max(train_frames, 1)])
         del train_maps
         publish_in_child(run.root, maps_file, train_frames, args.seed)
+        if args.ranks:
+            store.close()
+            return compare_ranks(run, config, args.ranks)
         rss_before = peak_rss_gb()
 
         ctx = TaskContext(TaskFile("agent", 0, run.root, time.time() + 3600), config)
@@ -243,6 +253,49 @@ def main(argv: list[str] | None = None) -> int:
     if skipped:
         print(f"error: {skipped} of {cycles} cycles did not run (no usable model or data)")
     return 1 if skipped else 0
+
+
+def first_cycle_as_task(run, config, ranks: int) -> dict:
+    """One agent task process (`once`: one cycle) at `ranks` ranks: wall time and phases."""
+    from ddmd_stream.config import save_config
+    from ddmd_stream.events import read_events
+    from ddmd_stream.task import TaskFile
+    from ddmd_stream.workflow.prepare import task_spec
+
+    config = config.model_copy(deep=True)
+    config.resources.agent.ranks = ranks
+    save_config(config, run.config_file)  # what the task reads
+    task_file = run.task_file("agent", 0)
+    TaskFile("agent", 0, run.root, time.time() + 3600, [], once=True).save(task_file)
+    for path in task_file.parent.glob("events.jsonl"):
+        path.unlink()
+    run.catalog_file.unlink(missing_ok=True)
+    spec = task_spec(config, run, "agent", 0, task_file)
+    started = time.perf_counter()
+    done = subprocess.run(spec.command_line, cwd=spec.workdir, capture_output=True, text=True,
+                          env={**os.environ, **spec.environment})
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the {ranks}-rank agent failed:\n{done.stderr[-3000:]}")
+    row = phases(read_events(task_file.parent / "events.jsonl"), 1)[0]
+    return {**row, "wall": wall}
+
+
+def compare_ranks(run, config, ranks: int) -> int:
+    """A first cycle at 1 and at `ranks` ranks, side by side; prints the ratios."""
+    results = {}
+    for count in (1, ranks):
+        results[count] = row = first_cycle_as_task(run, config, count)
+        print(f"ranks {count}: task wall {row['wall']:.1f} s (process start, imports, cycle);"
+              f" read {row['read']:.2f} load {row['load_model']:.2f} encode {row['encode']:.2f}"
+              f" cluster {row['cluster']:.2f} total {row['total']:.2f} s; {row['outliers']}"
+              f" outliers, eps {row['eps']:.4f}; load average {os.getloadavg()[0]:.2f}",
+              flush=True)
+    one, many = results[1], results[ranks]
+    print(f"ratio 1 rank / {ranks} ranks: encode {one['encode'] / many['encode']:.2f},"
+          f" first cycle {one['total'] / many['total']:.2f},"
+          f" task wall {one['wall'] / many['wall']:.2f}")
+    return 0
 
 
 def phases(events: list[dict], cycles: int) -> list[dict]:

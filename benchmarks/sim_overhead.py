@@ -22,6 +22,8 @@ per-frame cost is measured directly and extrapolated: the "frame loop" times --f
 iterations of what OpenMM does at a report (getState with positions + velocities), the
 reporter's work (contact map, Kabsch RMSD, copies) and the ADIOS put, without stepping.
 Overhead at 50 ps = per-frame cost / (bare wall time of 25,000 steps). Target: <= 0.1 %.
+The measured ratio of the real task (its own process, SST, a real aggregator) at 50 ps and
+0.5 ps: `benchmarks/sim_task_overhead.py`.
 """
 
 from __future__ import annotations

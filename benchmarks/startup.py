@@ -1,6 +1,12 @@
 """Launch and stop latency of `python -m ddmd_stream.launch`: EnTK and local engines.
 
-    python benchmarks/startup.py [--quick] [--engines local entk] [--run-s 10]
+    python benchmarks/startup.py [--quick] [--engines local entk] [--run-s 10] [--compare]
+    python benchmarks/startup.py --tasks 4 16 32 [--compare] [--repeats 1] [--plot PNG]
+
+--compare runs EnTK with our RADICAL settings (ddmd_stream/workflow/resources.py, entk.py) on
+and off (DDMD_RADICAL_TUNING=0), alternating; --tasks measures N trivial tasks through the
+real EnTK engine path instead of FAST_RUN (entk_tasks.py). EnTK runs set RADICAL_PROFILE so
+that RADICAL's profiles give the breakdown (radical_profiles.py).
 
 For each engine, a small run (tests/test_e2e.py's FAST_RUN: 2 simulations of FS-peptide on
 the CPU platform, 1 aggregator, trainer, agent; SST) is launched as a subprocess
@@ -26,7 +32,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import csv
 import json
 import os
 import re
@@ -40,6 +45,10 @@ from pathlib import Path
 os.environ.setdefault("ADIOS2_IP", "127.0.0.1")
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from entk_tasks import TASK_COUNTS, measure_tasks, plot_tasks, print_tasks
+from radical_profiles import phase_durations, radical_breakdown
 
 REPO = Path(__file__).resolve().parents[1]
 SST_XML = REPO / "adios_xml" / "sst.xml"
@@ -109,84 +118,34 @@ def engine_start_time(log: Path) -> float | None:
         return None
 
 
-# RADICAL profile rows (event, state) -> label; the first occurrence counts, "last ..." the last.
-RADICAL_START = {
-    ("session_start", ""): "session start",
-    ("session_ok", ""): "session ready",
-    ("advance", "PMGR_LAUNCHING"): "pilot launching",
-    ("bootstrap_0_ok", ""): "pilot bootstrapped",
-    ("advance", "PMGR_ACTIVE"): "pilot agent active",
-    ("tmgr thread started", ""): "EnTK task manager up",
-    ("advance", "AGENT_EXECUTING"): "first task executing",
-}
-RADICAL_STOP = {
-    ("task_run_stop", ""): "last task exited",
-    ("term_start", ""): "EnTK terminate start",
-    ("session_close", ""): "session close",
-    ("termination done", ""): "EnTK terminated",
-}
+def launcher_env(engine: str, tuned: bool) -> dict[str, str]:
+    """The launcher's environment: EnTK runs keep RADICAL's profiles (for the breakdown) and
+    have our RADICAL settings on or off (DDMD_RADICAL_TUNING)."""
+    if engine != "entk":
+        return dict(os.environ)
+    return {**os.environ, "RADICAL_PROFILE": "TRUE", "DDMD_RADICAL_TUNING": "1" if tuned else "0"}
 
 
-def radical_profile(run: Path) -> list[tuple[float, str, str]]:
-    """(time, event, state) rows of every RADICAL profile of the run."""
-    rows = []
-    for prof in (run / "radical").rglob("*.prof"):
-        try:
-            with open(prof, newline="") as handle:
-                for row in csv.reader(handle):
-                    if len(row) < 6 or row[0].startswith("#"):
-                        continue
-                    with contextlib.suppress(ValueError):
-                        state = row[5] if row[1] == "advance" else ""
-                        rows.append((float(row[0]), row[1], state))
-        except OSError:
-            continue
-    return rows
-
-
-def radical_breakdown(run: Path, t0: float, t_stop: float) -> list[tuple[str, float, str]]:
-    """(label, seconds, "launch"|"STOP") milestones from the RADICAL session profiles."""
-    rows = radical_profile(run)
-    found: dict[str, tuple[float, str]] = {}
-    last_exec = None
-    for when, event, state in rows:
-        key = (event, state)
-        if key == ("advance", "AGENT_EXECUTING"):
-            last_exec = max(last_exec or when, when)
-        if key in RADICAL_START and when < t_stop:
-            label = RADICAL_START[key]
-            if label not in found or when < found[label][0]:
-                found[label] = (when, "launch")
-        if key in RADICAL_STOP and when >= t_stop:
-            label = RADICAL_STOP[key]
-            late = key == ("task_run_stop", "")  # the last task's exit counts
-            if label not in found or (when > found[label][0]) == late:
-                found[label] = (when, "STOP")
-    if last_exec is not None:
-        found["last task executing"] = (last_exec, "launch")
-    out = [(label, when - (t0 if ref == "launch" else t_stop), ref)
-           for label, (when, ref) in found.items()]
-    return sorted(out, key=lambda item: (item[2] != "launch", item[1]))
-
-
-def measure(engine: str, run_s: float, tmp: Path) -> dict:
+def measure(engine: str, run_s: float, tmp: Path, tuned: bool = True) -> dict:
     from ddmd_stream.workflow.cleanup import find_leftovers
 
-    run = tmp / f"run-{engine}"
+    label = engine if engine == "local" else f"entk-{'tuned' if tuned else 'untuned'}"
+    run = tmp / f"run-{label}"
     config = {**FAST_RUN, "workflow": {**FAST_RUN["workflow"], "engine": engine,
                                        "run_dir": str(run)},
               "streams": {**FAST_RUN["streams"], "adios_xml": str(SST_XML)}}
     expected = config["simulation"]["num_simulations"] + 1 + 2
-    config_file = tmp / f"{engine}.yaml"
+    config_file = tmp / f"{label}.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    log_path = tmp / f"{engine}.log"
+    log_path = tmp / f"{label}.log"
     created: dict[str, float] = {}
     beats: dict[str, float] = {}
     prepared = None
     with open(log_path, "w") as log:
         t0 = time.time()
         launcher = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=launcher_env(engine, tuned))
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -217,7 +176,7 @@ def measure(engine: str, run_s: float, tmp: Path) -> dict:
     ends = [f["task_end"]["t"] for f in events.values() if "task_end" in f]
     leftovers = find_leftovers(run)
     return {
-        "engine": engine, "t0": t0, "run": run, "code": launcher.returncode,
+        "engine": label, "t0": t0, "run": run, "code": launcher.returncode,
         "prepared": prepared,
         "engine_start": (lambda t: None if t is None else t - t0)(engine_start_time(log_path)),
         "tasks": {name: (created.get(name, float("nan")) - t0, events[name]["task_start"]["t"] - t0,
@@ -234,57 +193,102 @@ def measure(engine: str, run_s: float, tmp: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="local engine only, --run-s 3")
     parser.add_argument("--engines", nargs="+", choices=["local", "entk"])
     parser.add_argument("--run-s", type=float, help="seconds to run once all tasks run (10)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
-    args = parser.parse_args(argv)
+    parser.add_argument("--compare", action="store_true",
+                        help="EnTK with our RADICAL settings on and off, alternating")
+    parser.add_argument("--tasks", nargs="*", type=int, metavar="N",
+                        help=f"trivial tasks through EnTK instead of FAST_RUN ({TASK_COUNTS})")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per task count and arm")
+    parser.add_argument("--plot", type=Path, help="figure of --tasks (benchmarks/figures/)")
+    return parser.parse_args(argv)
+
+
+def run_task_counts(args: argparse.Namespace, tmp: Path) -> int:
+    counts = args.tasks or list(TASK_COUNTS)
+    arms = [True, False] if args.compare else [True]
+    results = []
+    for repeat in range(args.repeats):
+        for n in counts:
+            for tuned in arms if repeat % 2 == 0 else arms[::-1]:
+                results.append(measure_tasks(n, tuned, tmp, f"{repeat}-{int(tuned)}"))
+                r = results[-1]
+                print(f"  {n} tasks, {'tuned' if tuned else 'untuned'}: all running after "
+                      f"{r['all_running']:.1f} s, load average {r['load']:.2f}", flush=True)
+    print_tasks(results)
+    if args.plot:
+        plot_tasks(results, args.plot)
+    return 0 if all(r["code"] == 0 for r in results) else 1
+
+
+def run_fast_runs(args: argparse.Namespace, tmp: Path) -> list[dict]:
     engines = args.engines or (["local"] if args.quick else ["local", "entk"])
     run_s = args.run_s if args.run_s is not None else (3.0 if args.quick else 10.0)
-    print(f"FAST_RUN (2 sims, 1 aggregator, trainer, agent) per engine {engines}; "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"FAST_RUN (2 sims, 1 aggregator, trainer, agent) per engine {engines}"
+          f"{' (EnTK with our RADICAL settings on, then off)' if args.compare else ''}", flush=True)
     results = []
+    for engine in engines:
+        for tuned in [True, False] if engine == "entk" and args.compare else [True]:
+            results.append(measure(engine, run_s, tmp, tuned))
+            print(f"  {results[-1]['engine']}: all running after "
+                  f"{results[-1]['all_running']:.1f} s, load average {os.getloadavg()[0]:.2f}",
+                  flush=True)
+    return results
+
+
+def print_fast_run(r: dict) -> None:
+    print()
+    print(f"engine {r['engine']} (launcher exit code {r['code']}, leftover processes "
+          f"{r['leftovers']}), seconds after launch:")
+    print(f"  run dir prepared           {r['prepared']:7.1f}")
+    if r["engine_start"] is not None:
+        print(f"  engine_start event         {r['engine_start']:7.1f}")
+    for label, when, ref in r["radical"]:
+        if ref == "launch":
+            print(f"  radical: {label:<23} {when:7.1f}")
+    for name, seconds in phase_durations(r["radical"]):
+        print(f"  phase: {name:<36} {seconds:6.1f} s")
+    print(f"  {'task':<16} {'process created':>15} {'task_start':>10} {'1st heartbeat':>13}"
+          f" {'task_end after STOP':>19}")
+    for name, (made, start, beat, end) in r["tasks"].items():
+        print(f"  {name:<16} {made:15.1f} {start:10.1f} {beat:13.1f} {end:19.1f}")
+    print(f"  launch -> all task_start        {r['all_started']:7.1f}")
+    print(f"  launch -> first task heartbeat  {r['first_running']:7.1f}")
+    print(f"  launch -> all tasks heartbeat   {r['all_running']:7.1f}"
+          "   (all running; target <= 15 s locally)")
+    if r["engine"].startswith("entk"):
+        print(f"  EnTK launch → every task running: {r['all_running']:.1f} s ({r['engine']})")
+    ended = r["stop_to_tasks_ended"]
+    print(f"  STOP -> every task ended        {'-' if ended is None else f'{ended:7.1f}'}")
+    for label, when, ref in r["radical"]:
+        if ref == "STOP":
+            print(f"  STOP -> radical: {label:<20} {when:7.1f}")
+    print(f"  STOP -> launcher exit           {r['stop_to_exit']:7.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ddmd-startbench-") as scratch:
         tmp = Path(tempfile.mkdtemp(prefix="ddmd-startbench-") if args.keep else scratch)
         if args.keep:
             print(f"run directories kept in {tmp}")
-        for engine in engines:
-            results.append(measure(engine, run_s, tmp))
-            print(f"  {engine}: all running after {results[-1]['all_running']:.1f} s, "
-                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        if args.tasks is not None:
+            return run_task_counts(args, tmp)
+        results = run_fast_runs(args, tmp)
     for r in results:
-        print()
-        print(f"engine {r['engine']} (launcher exit code {r['code']}, leftover processes "
-              f"{r['leftovers']}), seconds after launch:")
-        print(f"  run dir prepared           {r['prepared']:7.1f}")
-        if r["engine_start"] is not None:
-            print(f"  engine_start event         {r['engine_start']:7.1f}")
-        for label, when, ref in r["radical"]:
-            if ref == "launch":
-                print(f"  radical: {label:<21} {when:7.1f}")
-        print(f"  {'task':<16} {'process created':>15} {'task_start':>10} {'1st heartbeat':>13}"
-              f" {'task_end after STOP':>19}")
-        for name, (made, start, beat, end) in r["tasks"].items():
-            print(f"  {name:<16} {made:15.1f} {start:10.1f} {beat:13.1f} {end:19.1f}")
-        print(f"  launch -> all task_start        {r['all_started']:7.1f}")
-        print(f"  launch -> first task heartbeat  {r['first_running']:7.1f}")
-        print(f"  launch -> all tasks heartbeat   {r['all_running']:7.1f}"
-              "   (all running; target <= 15 s locally)")
-        ended = r["stop_to_tasks_ended"]
-        print(f"  STOP -> every task ended        {'-' if ended is None else f'{ended:7.1f}'}")
-        for label, when, ref in r["radical"]:
-            if ref == "STOP":
-                print(f"  STOP -> radical: {label:<20} {when:7.1f}")
-        print(f"  STOP -> launcher exit           {r['stop_to_exit']:7.1f}")
+        print_fast_run(r)
     print()
-    print(f"{'engine':<7} {'launch->all task_start s':>24} {'launch->all running s':>22}"
+    print(f"{'engine':<13} {'launch->all task_start s':>24} {'launch->all running s':>22}"
           f" {'STOP->exit s':>13} {'leftovers':>9}")
     for r in results:
-        print(f"{r['engine']:<7} {r['all_started']:24.1f} {r['all_running']:22.1f}"
+        print(f"{r['engine']:<13} {r['all_started']:24.1f} {r['all_running']:22.1f}"
               f" {r['stop_to_exit']:13.1f} {r['leftovers']:9d}")
-    print(f"load average now {os.getloadavg()[0]:.2f}")
+    print(f"load average now {os.getloadavg()}")
     return 0 if all(r["code"] == 0 and r["leftovers"] == 0 for r in results) else 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,13 @@ from ddmd_stream.detectors import Detection, Detector, make_detector, rank_outli
 from ddmd_stream.ml.base import LatentModel, load_model, model_class, model_kind
 from ddmd_stream.ml.data import FrameWindow, LatentCache
 from ddmd_stream.ml.registry import latest_version
+from ddmd_stream.parallel import (
+    SharedEncoder,
+    abort_all_ranks_on_failure,
+    stop_workers,
+    worker_loop,
+    world,
+)
 from ddmd_stream.task import TaskContext, run_task
 
 logger = logging.getLogger(__name__)
@@ -25,8 +33,10 @@ FRAME_FIELDS = list(f.IDENTITY_FIELDS)  # copied every cycle
 class Agent:
     """Each cycle: read new frames, (re)load the newest model, detect, rank, publish."""
 
-    def __init__(self, ctx: TaskContext):
+    def __init__(self, ctx: TaskContext, comm: Any = None):
+        """`comm`: an MPI communicator whose other ranks share the encoding (parallel.py)."""
         self.ctx = ctx
+        self.comm = comm
         self.settings = ctx.config.agent
         sim = ctx.config.simulation
         streams = ctx.config.streams
@@ -47,6 +57,7 @@ class Agent:
         self.rng = np.random.default_rng(self.settings.seed)
         self.model: LatentModel | None = None
         self.model_version = 0
+        self.model_path: Path | None = None
         self.cycle_count = 0
         self.first_cycle = 1  # the cycle that may search the detector's parameters
         self.detected_with = 0  # model version of the last detection
@@ -77,7 +88,7 @@ class Agent:
             frames = self.window.gather(rows, FRAME_FIELDS)
             with self.ctx.events.span("encode", frames=len(rows)) as encoded:
                 latents, encoded["encoded"] = self.latents.encode(
-                    rows, self.model, self.model_version, self.settings.encode_batch_size)
+                    rows, self.encoder(), self.model_version, self.settings.encode_batch_size)
             with self.ctx.events.span("cluster") as cluster:
                 detection = self.detect(latents)
                 self.detector.update(len(detection.indices))
@@ -88,6 +99,12 @@ class Agent:
             published = self.publish(frames, rows, detection)
             info["catalog_version"] = published
         return True
+
+    def encoder(self) -> Any:
+        """What encodes the window's frames: the model, or all ranks with it."""
+        if self.comm is None:
+            return self.model
+        return SharedEncoder(self.comm, self.model, self.model_version, self.model_path)
 
     def detect(self, latents: np.ndarray) -> Detection:
         """Detect outliers; the first cycle may search the detector's parameters (DBSCAN's eps)
@@ -115,6 +132,7 @@ class Agent:
                 raise ValueError(f"it encodes {model.input_field!r}, which this agent does not "
                                  f"read (training.model is {self.ctx.config.training.model})")
             self.use_model(model, version)
+            self.model_path = path
         except Exception as error:  # a bad model must not end the agent
             logger.error("cannot load model v%d from %s: %s; will retry", version, path, error)
         return self.model is not None
@@ -175,8 +193,22 @@ def _floats(params: dict[str, Any]) -> dict[str, float]:
 
 
 def main(ctx: TaskContext) -> None:
-    Agent(ctx).run()
+    ranks = ctx.config.resources.agent.ranks
+    if ranks == 1:
+        Agent(ctx).run()
+        return
+    comm = world()  # imports mpi4py
+    if comm.Get_size() != ranks:
+        logger.warning("resources.agent.ranks is %d but MPI started %d ranks; using %d",
+                       ranks, comm.Get_size(), comm.Get_size())
+    if comm.Get_rank() > 0:
+        worker_loop(ctx, comm)
+        return
+    try:
+        Agent(ctx, comm if comm.Get_size() > 1 else None).run()
+    finally:  # the others end with rank 0, whatever ended it
+        stop_workers(comm)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_task("agent", main))
+    raise SystemExit(abort_all_ranks_on_failure(run_task("agent", main)))

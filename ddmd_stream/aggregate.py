@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ddmd_stream.streams import Batch, FrameWriter, StreamPoller, concat_batches
+from ddmd_stream.streams import Batch, FrameWriter, StreamPoller, concat_batches, group_by_shape
 from ddmd_stream.task import TaskContext, run_task
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,9 @@ DRAIN_GRACE_S = 15.0
 
 
 class Aggregator:
-    """Polls its simulations round robin; every `flush_interval_s` appends what came as one step."""
+    """Polls its simulations round robin; every `flush_interval_s` appends what came as one step
+    per shape signature (simulations of structures of different sizes send frames that cannot
+    share a step)."""
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx
@@ -39,7 +41,7 @@ class Aggregator:
             streams.open_timeout_s,
             append=True,
         )
-        self.pending: list[Batch] = []
+        self.pending: list[tuple[int, Batch]] = []  # (sim_id, batch) in arrival order
         self.last_flush = time.monotonic()
         self.frames = 0
 
@@ -77,7 +79,7 @@ class Aggregator:
         """One round over all streams; returns the number of batches received."""
         started = time.perf_counter()
         got = self.poller.poll()
-        self.pending.extend(batch for _, batch in got)
+        self.pending.extend(got)
         if got:
             self.ctx.events.event("read", batches=len(got), dur=time.perf_counter() - started)
         due = time.monotonic() - self.last_flush >= self.settings.flush_interval_s
@@ -86,11 +88,14 @@ class Aggregator:
         return len(got)
 
     def flush(self) -> None:
-        batch = concat_batches(self.pending)
-        count = len(next(iter(batch.values())))
-        with self.ctx.events.span("write", frames=count):
-            self.store.write(batch)
-        self.frames += count
+        """Append the pending batches: a step per shape signature, each simulation's frames in
+        the order they came."""
+        for group in group_by_shape(self.pending):
+            batch = concat_batches(group)
+            count = len(next(iter(batch.values())))
+            with self.ctx.events.span("write", frames=count):
+                self.store.write(batch)
+            self.frames += count
         self.pending.clear()
         self.last_flush = time.monotonic()
         self.ctx.update_status(frames=self.frames, open_streams=self.poller.open_count)

@@ -23,7 +23,7 @@ from ddmd_stream.lineage import lineage
 from ddmd_stream.ml.base import ModelError
 from ddmd_stream.ml.registry import latest_version, list_versions, read_meta, version_name
 from ddmd_stream.report.load import check_run_dir
-from ddmd_stream.streams import Batch, StoreReader, concat_batches, read_store
+from ddmd_stream.streams import Batch, StoreReader, concat_ragged, read_store
 
 if TYPE_CHECKING:
     from ddmd_stream.ml.base import LatentModel
@@ -57,20 +57,24 @@ class Run:
 
     def frames(self, fields: Fields = None, sims: Sequence[int] | None = None) -> Batch:
         """Every stored frame so far: a dict of arrays, one row per frame in store and arrival
-        order; `fields` (default all) of simulations `sims` (default all)."""
+        order; `fields` (default all) of simulations `sims` (default all).
+
+        A field whose frame shape differs between frames (starting structures of different
+        sizes: all_positions, velocities) is an object array of per-frame arrays."""
         wanted = _with_sim_id(fields, sims)
-        batch = concat_batches([b for b in (read_store(p, wanted) for p in self.stores()) if b])
+        stores = (read_store(path, wanted, ragged=True) for path in self.stores())
+        batch = concat_ragged([b for b in stores if b])
         return _select(batch, fields, sims)
 
     def new_frames(self, fields: Fields = None, sims: Sequence[int] | None = None) -> Batch:
         """The frames stored since the previous call (the first call: every frame so far).
 
         Reads only the new steps of each store; changing `fields` between calls keeps the
-        position reached in each store."""
+        position reached in each store. Fields of several frame shapes: as in `frames`."""
         wanted = _with_sim_id(fields, sims)
         batches = [batch for path in self.stores()
                    for batch in self._reader(path, wanted).read_new()]
-        return _select(concat_batches(batches), fields, sims)
+        return _select(concat_ragged(batches), fields, sims)
 
     def _reader(self, path: Path, variables: list[str] | None) -> StoreReader:
         """The incremental reader of one store for `variables` (positioned where the last one

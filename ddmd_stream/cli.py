@@ -6,10 +6,13 @@
 | `check CONFIG` | `python -m ddmd_stream.launch CONFIG --check` |
 | `plan CONFIG` | `python -m ddmd_stream.launch CONFIG --dry-run` |
 | `report RUN_DIR` | `python -m ddmd_stream.report RUN_DIR` |
+| `status RUN_DIR` | `python -m ddmd_stream.status RUN_DIR` (summary and tasks, running or not) |
 | `export RUN_DIR` | `python -m ddmd_stream.export RUN_DIR` (trajectories, lineage, outliers) |
 | `lineage RUN_DIR` | `python -m ddmd_stream.lineage RUN_DIR` (restarts as CSV) |
 | `ls STORE.bp` | `python -m ddmd_stream.streams ls STORE.bp` |
+| `verify RUN_DIR` | `python -m ddmd_stream.streams verify RUN_DIR` (frame accounting) |
 | `schema` | `python -m ddmd_stream.config schema` |
+| `presets` | the packaged launch presets: `NAME PATH` per line (`launch NAME` runs one) |
 
 `ddmd-stream COMMAND --help` shows the options of that command; `ddmd-stream CONFIG.yaml …`
 (the entry point's older form) still means `launch`. Bad input: one `error:` line, exit 2.
@@ -48,6 +51,12 @@ def _report(argv: list[str]) -> int:
     return main(argv)
 
 
+def _status(argv: list[str]) -> int:
+    from ddmd_stream.status import main
+
+    return main(argv)
+
+
 def _export(argv: list[str]) -> int:
     from ddmd_stream.export import main
 
@@ -72,6 +81,20 @@ def _config(argv: list[str]) -> int:
     return main(argv)
 
 
+def _presets(argv: list[str]) -> int:
+    from ddmd_stream.config.defaults import packaged_presets
+
+    argparse.ArgumentParser(
+        prog="ddmd-stream presets",
+        description="List the launch presets the package ships, one `NAME PATH` per line. "
+        "`ddmd-stream launch NAME` (or check, plan) uses one. Installed, a preset's relative paths "
+        "resolve to the package's XMLs and PDBs, its run directory under the current directory.",
+    ).parse_args(argv)
+    for name, path in packaged_presets().items():
+        print(f"{name:<12} {path.resolve()}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "launch": Command("run the workflow of a config", _launch),
     "check": Command("validate a config, its files and resources (launch --check)",
@@ -79,12 +102,17 @@ COMMANDS: dict[str, Command] = {
     "plan": Command("print the task plan of a config (launch --dry-run)",
                     lambda argv: _launch([*argv, "--dry-run"])),
     "report": Command("write a run's report (RUN_DIR/report/index.html)", _report),
+    "status": Command("print where a run stands: summary and tasks (from status.json)",
+                      _status),
     "export": Command("write a run's trajectories, lineage.csv and outlier PDBs", _export),
     "lineage": Command("print a run's restarts (where each came from) as CSV", _lineage),
     "ls": Command("list the variables, steps and frames of a BP store",
                   lambda argv: _streams(["ls", *argv])),
+    "verify": Command("every frame streamed vs stored, per simulation; exit 1 on a loss",
+                      lambda argv: _streams(["verify", *argv])),
     "schema": Command("print a documented example config (every field)",
                       lambda argv: _config(["schema", *argv])),
+    "presets": Command("list the packaged launch presets (NAME PATH)", _presets),
 }
 
 

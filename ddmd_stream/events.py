@@ -102,3 +102,16 @@ def read_run_events(run_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(Path(run_dir).glob("tasks/*/events.jsonl")):
         events.extend(read_events(path))
     return sorted(events, key=lambda e: e.get("t", 0.0))
+
+
+def record_job(jobs_file: Path, start: float, on_existing: str) -> None:
+    """Append one launch to a run's jobs file (`RunDir.jobs_file`): the report marks where
+    each job of a campaign began."""
+    line = {"job": len(read_jobs(jobs_file)) + 1, "t": start, "on_existing": on_existing}
+    with open(jobs_file, "a") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def read_jobs(jobs_file: Path) -> list[dict[str, Any]]:
+    """The launches of a run, oldest first (torn lines skipped)."""
+    return [job for job in read_events(jobs_file) if "t" in job]

@@ -43,7 +43,14 @@ from ddmd_stream.frames import (
 from ddmd_stream.lineage import lineage, write_lineage_csv
 from ddmd_stream.report.load import check_run_dir
 from ddmd_stream.rundir import RunDir
-from ddmd_stream.streams import Batch, MissingVariables, concat_batches, read_store
+from ddmd_stream.streams import (
+    Batch,
+    MissingVariables,
+    ShapeMismatch,
+    concat_ragged,
+    read_store,
+    stack_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +138,12 @@ class Structures:
 
 def read_coordinates(store: Path) -> tuple[str, Batch]:
     """(coordinate field, frames) of a store: `all_positions` where it has them, else
-    `positions`; with `box` where it has it, and the ids of every frame."""
+    `positions`; with `box` where it has it, and the ids of every frame. Coordinates of
+    several atom counts (structures of different sizes) are an object array of frames."""
     for name, _scale in COORDINATES:
         for extra in ([BOX], []):
             try:
-                return name, read_store(store, [name, *FRAME_IDS, *extra])
+                return name, read_store(store, [name, *FRAME_IDS, *extra], ragged=True)
             except MissingVariables:
                 continue
     raise ExportError(f"{store}: its frames have neither {ALL_POSITIONS} nor {POSITIONS}")
@@ -150,7 +158,7 @@ def run_frames(stores: list[Path]) -> tuple[str, Batch]:
     names = {name for name, _ in read}
     if len(names) > 1:
         raise ExportError(f"the stores differ in their coordinates ({sorted(names)})")
-    return read[0][0], concat_batches([batch for _, batch in read])
+    return read[0][0], concat_ragged([batch for _, batch in read])
 
 
 def frame_groups(frames: Batch) -> list[tuple[int, int, np.ndarray]]:
@@ -167,14 +175,22 @@ def trajectory(frames: Batch, rows: np.ndarray, name: str, topology_frame: Any) 
     import mdtraj
 
     scale = dict(COORDINATES)[name]
-    xyz = frames[name][rows].astype(np.float32) * np.float32(scale)
+    xyz = _stacked(frames[name][rows], name).astype(np.float32) * np.float32(scale)
     if xyz.shape[1] != topology_frame.n_atoms:
         raise ExportError(f"frames have {xyz.shape[1]} atoms in {name}, the starting structure "
                           f"builds {topology_frame.n_atoms}: was config.yaml changed later?")
     traj = mdtraj.Trajectory(xyz, topology_frame.topology, time=frames[TIME_PS][rows])
     if BOX in frames:
-        traj.unitcell_vectors = frames[BOX][rows]
+        traj.unitcell_vectors = _stacked(frames[BOX][rows], BOX)
     return traj
+
+
+def _stacked(values: np.ndarray, name: str) -> np.ndarray:
+    """One simulation's and structure's frames of field `name` as one array."""
+    try:
+        return stack_frames(values)
+    except ShapeMismatch as error:
+        raise ExportError(f"{name}: frames of one simulation and structure: {error}") from None
 
 
 def trajectory_stem(sim_id: int, structure_id: int, several: bool) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ddmd_stream.config import RunConfig, check_inputs, load_config
 from ddmd_stream.errors import InputError
@@ -24,10 +25,12 @@ from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import engine_parameters, engine_type, is_file_engine, validate_xml
 from ddmd_stream.workflow.plan import TaskPlan
 
+if TYPE_CHECKING:
+    from ddmd_stream.workflow.escalate import StopEscalation
+
 logger = logging.getLogger("ddmd_stream.launch")
 
 LOOPBACK_ENV = {"ADIOS2_IP": "127.0.0.1", "RADICAL_DEFAULT_IFACE": "lo"}
-STOP_GRACE_S = 60.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -121,8 +124,10 @@ def _check_sequential_store(config: RunConfig) -> list[str]:
 
 def _check_structures(config: RunConfig) -> list[str]:
     from ddmd_stream.md.system import check_simulation_inputs
+    from ddmd_stream.ml.base import model_kind
 
-    return check_simulation_inputs(config.simulation, check_platform=config.resources.is_local)
+    return check_simulation_inputs(config.simulation, check_platform=config.resources.is_local,
+                                   input_field=model_kind(config.training.model).input_field)
 
 
 def _preview_plan(config: RunConfig) -> TaskPlan:
@@ -183,9 +188,10 @@ def _on_stop_signals(act: Callable[[str], None]) -> None:
 
 def execute(config: RunConfig) -> int:
     from ddmd_stream.workflow.cleanup import kill_leftovers
+    from ddmd_stream.workflow.escalate import StopEscalation
     from ddmd_stream.workflow.mps import MpsDaemon, launcher_starts_daemon
     from ddmd_stream.workflow.prepare import prepare
-    from ddmd_stream.workflow.progress import Monitor, request_stop
+    from ddmd_stream.workflow.progress import Monitor
 
     if config.resources.is_local:
         os.environ.update(LOOPBACK_ENV)  # every socket of a local run stays on loopback
@@ -195,14 +201,14 @@ def execute(config: RunConfig) -> int:
     plan = prepare(config, started)
     run = RunDir(plan.run_dir, config.streams.node_local_path)
     deadline = started + config.workflow.duration_s
-    _on_stop_signals(lambda name: request_stop(run, f"signal {name}"))
+    escalation = StopEscalation(run, config.workflow.stop_grace_s)
+    signals: list[str] = []
+    _on_stop_signals(lambda name: _stop_on_signal(run, escalation, signals, name))
     if early:
-        request_stop(run, f"signal {early[0]} while preparing")
-        logger.warning("stopped by %s before any task started; %s is prepared", early[0],
-                       run.root)
-        return 128 + signal.Signals[early[0]].value  # as a shell reports death by signal
+        return _stopped_while_preparing(run, early[0])
     monitor = Monitor(run, config, started, deadline)
     monitor.start()
+    escalation.start()
     logger.info(
         "run directory %s: %d tasks on %s", run.root, len(plan.tasks), config.workflow.engine
     )
@@ -211,6 +217,7 @@ def execute(config: RunConfig) -> int:
         with mps:  # the daemon stops on every way out, before the leftovers are killed
             states = run_engine(config, plan, deadline)
     finally:
+        escalation.finish()
         monitor.stop()
         killed = kill_leftovers(run.root)
         if killed:
@@ -222,6 +229,31 @@ def execute(config: RunConfig) -> int:
         f"tasks not done: {failed}" if failed else "all tasks done",
     )
     return 1 if failed else 0
+
+
+def _stop_on_signal(
+    run: RunDir, escalation: StopEscalation, signals: list[str], name: str
+) -> None:
+    """First SIGINT/SIGTERM: write STOP (the tasks get workflow.stop_grace_s); a second one:
+    stop the tasks now."""
+    from ddmd_stream.workflow.progress import request_stop
+
+    signals.append(name)
+    if len(signals) > 1:
+        logger.warning("signal %s again: stopping the tasks now", name)
+        escalation.force()
+        return
+    request_stop(run, f"signal {name}")
+    logger.warning("signal %s: tasks get %.0f s to stop; send it again to stop them now",
+                   name, escalation.grace_s)
+
+
+def _stopped_while_preparing(run: RunDir, name: str) -> int:
+    from ddmd_stream.workflow.progress import request_stop
+
+    request_stop(run, f"signal {name} while preparing")
+    logger.warning("stopped by %s before any task started; %s is prepared", name, run.root)
+    return 128 + signal.Signals[name].value  # as a shell reports death by signal
 
 
 def run_engine(config: RunConfig, plan: TaskPlan, deadline: float) -> dict[str, str]:
@@ -243,12 +275,21 @@ def run_engine(config: RunConfig, plan: TaskPlan, deadline: float) -> dict[str, 
     return run_entk(plan, config.resources, restarts, on_event)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def configure_logging() -> None:
+    """The launcher's root handlers. radical.utils is imported first: at import it makes
+    logging's locks fork-safe, and warns "Import `radical` modules before `logging`" when root
+    handlers (whose locks it can no longer cover) exist already."""
+    import radical.utils  # noqa: F401
+
     logging.basicConfig(
         level=os.environ.get("DDMD_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging()
     try:
         config = apply_overrides(load_config(args.config), args)
         problems = check_everything(config)

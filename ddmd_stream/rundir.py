@@ -69,8 +69,17 @@ class RunDir:
         return sorted(self.stream_dir.glob("agg-*.bp"))
 
     def sim_checkpoint(self, sim_id: int) -> Path:
-        """Sequential mode: a simulation's state between its stages (positions, velocities)."""
+        """A simulation's last checkpoint (positions, velocities, box, step, segment)."""
         return self.task_dir("sim", sim_id) / "state.npz"
+
+    def sim_ledger(self, sim_id: int) -> Path:
+        """Identities of every frame a simulation streamed (`accounting.FrameLedger`)."""
+        return self.task_dir("sim", sim_id) / "frames.ledger"
+
+    @property
+    def jobs_file(self) -> Path:
+        """One JSON line per launch into this run directory (the jobs of a campaign)."""
+        return self.root / "jobs.jsonl"
 
     @property
     def model_dir(self) -> Path:

@@ -1,19 +1,26 @@
 """Simulation task (`python -m ddmd_stream.sim -c TASK.yaml`): segments of OpenMM MD that stream
-frames; restarts from the outlier catalog between segments."""
+frames; restarts from the outlier catalog between segments.
+
+Every frame handed to the stream is recorded in the simulation's ledger (`accounting.py`). The
+state is checkpointed after every segment (and every `checkpoint_interval_ns`); a simulation
+started again (an engine restart after a crash, `--resume` after a walltime kill) continues
+from its checkpoint, numbering its frames after the last one in its ledger, so no identity
+(segment, step) is ever streamed twice."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import openmm.unit as unit
 
+from ddmd_stream.accounting import FrameLedger, last_recorded
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord, pick_restart
-from ddmd_stream.frames import RMSD
-from ddmd_stream.md.checkpoint import load_state, restore_state, save_state
+from ddmd_stream.frames import RMSD, SEGMENT_ID, STEP
+from ddmd_stream.md.checkpoint import SimState, load_state, restore_state, save_state
 from ddmd_stream.md.geometry import ca_indices, select_atoms
 from ddmd_stream.md.reporter import Frame, FrameReporter
 from ddmd_stream.md.system import (
@@ -56,6 +63,10 @@ class StreamingSimulation:
         self.reference = reference_ca_angstrom(self.config.reference_pdb or self.config.pdb_file)
         self.catalog = OutlierCatalog(ctx.run.catalog_file)
         self.writer: FrameWriter | None = None
+        self.ledger = FrameLedger(ctx.run.sim_ledger(self.sim_id))
+        self.unrecorded: list[tuple[int, int]] = []  # handed to a batching writer, not flushed
+        self.checkpoint_steps = self._checkpoint_steps()
+        self.last_checkpoint_step = 0
         self.min_rmsd = float("inf")
         self.structure_id, self.structure = self.config.structure_for(self.sim_id)
         self.load_structure(self.structure_id)
@@ -95,9 +106,23 @@ class StreamingSimulation:
         selection = self.config.positions
         return selection if selection in ("ca", "all") else select_atoms(topology, selection)
 
+    def _checkpoint_steps(self) -> int | None:
+        """Steps between checkpoints within a segment (None: at segment ends only)."""
+        interval_ns = self.config.checkpoint_interval_ns
+        if interval_ns is None:
+            return None
+        return max(1, round(interval_ns * 1e6 / self.config.timestep_fs))
+
     def _send(self, frame: Frame) -> None:
         self.writer.write({name: np.asarray(value)[None] for name, value in frame.items()})
+        self.unrecorded.append((int(frame[SEGMENT_ID]), int(frame[STEP])))
+        if not isinstance(self.writer, BatchingWriter):  # in the stream now
+            self._record_sent()
         self.min_rmsd = min(self.min_rmsd, float(frame[RMSD]))
+
+    def _record_sent(self) -> None:
+        self.ledger.record_many(self.unrecorded)
+        self.unrecorded.clear()
 
     def open_stream(self) -> None:
         streams = self.ctx.config.streams
@@ -120,18 +145,19 @@ class StreamingSimulation:
             return
         self.open_stream()
         try:
-            segment = self.resume() if self.ctx.once else self.start()
+            segment = self.resume()
             while not self.ctx.should_stop():
                 self.run_segment(segment)
                 segment += 1
                 if self.ctx.once:  # sequential mode: one segment per stage
-                    save_state(self.ctx.run.sim_checkpoint(self.sim_id), self.simulation,
-                               segment, self.structure_id)
+                    self.checkpoint(segment)
                     break
                 if not self.ctx.should_stop():
                     self.restart(segment)
+                self.checkpoint(segment)
         finally:
             self.writer.close()
+            self.ledger.close()
             self.ctx.events.event(
                 "stream_closed", frames=self.writer.frames_written, bytes=self.writer.bytes_written
             )
@@ -143,18 +169,43 @@ class StreamingSimulation:
                                                   self.seed)
         return 0
 
-    def resume(self) -> int:
-        """Sequential mode: continue from this simulation's last stage, then from the catalog.
+    def checkpoint(self, segment: int) -> None:
+        """Save the state; `segment` is the one to run when continuing from it."""
+        with self.ctx.events.span("checkpoint", segment=segment):
+            save_state(self.ctx.run.sim_checkpoint(self.sim_id), self.simulation, segment,
+                       self.structure_id)
+        self.last_checkpoint_step = self.simulation.currentStep
 
-        Returns the number of the segment to run (0 on the first stage)."""
+    def resume(self) -> int:
+        """Continue from this simulation's checkpoint, or start fresh when it has none.
+
+        Sequential mode then restarts from the catalog (each stage is a new segment). Returns
+        the number of the segment to run."""
         state = load_state(self.ctx.run.sim_checkpoint(self.sim_id))
         if state is None:
             return self.start()
         if state.structure_id != self.structure_id:
             self.load_structure(state.structure_id)
+        state = self._after_ledger(state)
         restore_state(self.simulation, state)
-        self.restart(state.segment)
+        self.last_checkpoint_step = state.step
+        self.ctx.events.event("resume", segment=state.segment, step=state.step,
+                              structure=state.structure_id)
+        logger.info("resumed from the checkpoint: segment %d, step %d", state.segment,
+                    state.step)
+        if self.ctx.once:
+            self.restart(state.segment)
         return state.segment
+
+    def _after_ledger(self, state: SimState) -> SimState:
+        """`state` numbered after the last frame in the ledger (frames streamed after the
+        checkpoint keep their identities; the continuation gets new ones)."""
+        last = last_recorded(self.ctx.run.sim_ledger(self.sim_id))
+        if last is None or (last[0] < state.segment and last[1] < state.step):
+            return state
+        step = max(state.step, last[1])
+        return replace(state, segment=max(state.segment, last[0] + 1), step=step,
+                       time_ps=step * self.config.timestep_fs * 1e-3)
 
     def run_segment(self, segment: int) -> SegmentTimes:
         self.reporter.segment_id = segment
@@ -168,9 +219,11 @@ class StreamingSimulation:
                 self.simulation.step(chunk)
                 self.writer.heartbeat()  # readers on other hosts judge liveness by it
                 steps_left -= chunk
+                self._checkpoint_within(segment)
             if isinstance(self.writer, BatchingWriter):  # sequential mode: the segment's frames
                 with self.ctx.events.span("write") as written:
                     written["frames"] = self.writer.flush()
+                self._record_sent()
             times.total = time.perf_counter() - started
             times.reporter = self.reporter.seconds - before[0]
             times.put = self.writer.put_seconds - before[1]
@@ -189,6 +242,13 @@ class StreamingSimulation:
             min_rmsd=self.min_rmsd,
         )
         return times
+
+    def _checkpoint_within(self, segment: int) -> None:
+        """`checkpoint_interval_ns`: a checkpoint in the middle of a long segment."""
+        due = self.checkpoint_steps is not None and (
+            self.simulation.currentStep - self.last_checkpoint_step >= self.checkpoint_steps)
+        if due and not isinstance(self.writer, BatchingWriter):  # batches: only at their end
+            self.checkpoint(segment + 1)
 
     @property
     def simulated_ns(self) -> float:

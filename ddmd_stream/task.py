@@ -27,10 +27,17 @@ from ddmd_stream.config import ConfigError, RunConfig, load_config
 from ddmd_stream.errors import InputError
 from ddmd_stream.events import EventRecorder, read_events
 from ddmd_stream.rundir import RunDir
+from ddmd_stream.streams.errors import WriterDied
+from ddmd_stream.workflow.cleanup import record_process
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# A task's exit status: 2 = bad input (one `error:` line, no traceback); 3 = a runtime fault
+# (any other exception, a dead stream writer included: traceback in the task log). 1 stays
+# what Python itself exits with on a crash outside run_task; negative: killed by a signal.
+EXIT_OK, EXIT_BAD_INPUT, EXIT_RUNTIME_FAULT = 0, 2, 3
+# InputErrors that mean a fault at run time inside a task, not bad input
+RUNTIME_FAULTS: tuple[type[Exception], ...] = (WriterDied,)
 KERAS_BACKEND_VAR = "KERAS_BACKEND"
 KERAS_ROLES = ("trainer", "agent")  # the roles that import Keras
 # Set by the launcher on GPU tasks when simulations share GPUs: RADICAL-Pilot's ids are slots.
@@ -217,7 +224,8 @@ def open_context(role: str, task_path: Path) -> TaskContext:
 
 
 def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | None = None) -> int:
-    """Parse `-c TASK.yaml`, set up the task, run `main(ctx)`; one clear line on bad input."""
+    """Parse `-c TASK.yaml`, set up the task, run `main(ctx)`; its exit status (EXIT_*):
+    one clear line on bad input, the traceback in the task log on a runtime fault."""
     parser = argparse.ArgumentParser(prog=f"python -m ddmd_stream.{role}")
     parser.add_argument(
         "-c", "--config", type=Path, required=True, help="task YAML written by the launcher"
@@ -228,6 +236,7 @@ def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | N
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    record_process(ctx.dir, os.getpid())  # cleanup stops only what the run recorded
     prepare_process_env(ctx.config, role, os.environ)
     _setup_logging(ctx.dir / "log")
     _lower_priority(getattr(ctx.config.resources, role).nice)
@@ -236,12 +245,15 @@ def run_task(role: str, main: Callable[[TaskContext], None], argv: list[str] | N
     code = EXIT_OK
     try:
         main(ctx)
+    except RUNTIME_FAULTS:
+        logger.exception("task failed (runtime fault)")
+        code = EXIT_RUNTIME_FAULT
     except InputError as error:
         logger.error("%s", error)
         code = EXIT_BAD_INPUT
     except Exception:
-        logger.exception("task failed")
-        code = EXIT_FAILED
+        logger.exception("task failed (runtime fault)")
+        code = EXIT_RUNTIME_FAULT
     finally:
         ctx.events.event("task_end", code=code)
         ctx.heartbeat(force=True)

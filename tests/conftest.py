@@ -25,7 +25,8 @@ BP5_XML = REPO / "adios_xml" / "bp5.xml"
 # A whole workflow in minutes: 2 tiny FS-peptide simulations (20 frames per segment over
 # 0.002 ns), one aggregator, a light CVAE and an agent with a small outlier band.
 TINY_RUN: dict[str, Any] = {
-    "workflow": {"engine": "entk", "duration_s": 240, "heartbeat_s": 1},
+    # the live page has tests of its own (test_live.py); elsewhere it would only cost CPU
+    "workflow": {"engine": "entk", "duration_s": 240, "heartbeat_s": 1, "live_page_s": None},
     "simulation": {
         "num_simulations": 2,
         "platform": "CPU",
@@ -102,6 +103,7 @@ def make_config(tmp_path: Path) -> Callable[..., Any]:
             "engine": "local",
             "duration_s": 30,
             "heartbeat_s": 1.0,
+            "live_page_s": None,
         },
         "simulation": {
             "num_simulations": 2,

@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 from conftest import BP5_XML, SST_XML, start_launcher, stop_launcher, tiny_run, wait_for
 
+from ddmd_stream.accounting import account_run
 from ddmd_stream.catalog import OutlierCatalog
 from ddmd_stream.events import read_run_events
 from ddmd_stream.ml.registry import latest_version
+from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import read_store
 from ddmd_stream.workflow.cleanup import find_leftovers
+
+RADICAL_IMPORT_WARNING = "Import `radical` modules before `logging`"
 
 
 def restarted_from_catalog(run: Path) -> bool:
@@ -35,9 +39,12 @@ def test_workflow_through_entk(tmp_path: Path, xml: Path) -> None:
     elapsed = time.monotonic() - started
     assert launcher.returncode == 0, output[-3000:]
     assert elapsed < 300
+    assert RADICAL_IMPORT_WARNING not in output  # launch.configure_logging imports radical first
 
     stored = read_store(run / "stream" / "agg-0000.bp", ["sim_id"])
     assert set(stored["sim_id"].tolist()) == {0, 1}
     assert latest_version(run / "model") is not None
     assert OutlierCatalog(run / "catalog" / "outliers.pkl").load().version >= 1
     assert find_leftovers(run) == []
+    for row in account_run(RunDir(run)):  # a clean stop drains every stream: nothing lost
+        assert (row.stored, row.duplicates, row.missing) == (row.streamed, 0, 0), row

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from ddmd_stream.config import ResourcesConfig, load_config, repository_root
-from ddmd_stream.workflow.cleanup import find_leftovers, kill_leftovers
+from ddmd_stream.workflow.cleanup import find_leftovers, kill_leftovers, record_process
 from ddmd_stream.workflow.entk import entk_name, exit_code_of, run_entk
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 from ddmd_stream.workflow.resources import (
+    UNUSED_AGENT_BRIDGES,
     check_resources,
     local_resource_json,
     pilot_description,
@@ -129,9 +130,12 @@ def test_no_leftovers_and_radical_files_in_run_dir(entk_run: dict) -> None:
     assert entk_run["leftovers"] == []
     radical = run_dir / "radical"
     sid = next(d["session"] for n, d in entk_run["events"] if n == "engine_start")
-    assert (radical / sid / "radical.entk.appmanager.0000.prof").is_file()  # EnTK client
-    assert (radical / sid / "tmgr.0000.prof").is_file()  # RADICAL-Pilot client
-    assert (radical / "radical.pilot.sandbox" / sid / "pilot.0000" / "agent_0.cfg").is_file()
+    assert (radical / sid / "pmgr_launching.0000.log").is_file()  # RADICAL-Pilot client
+    agent_cfg = radical / "radical.pilot.sandbox" / sid / "pilot.0000" / "agent_0.cfg"
+    # the lighter agent (resources.agent_config) and RADICAL's profilers off by default
+    assert not set(json.loads(agent_cfg.read_text())["bridges"]) & set(UNUSED_AGENT_BRIDGES)
+    if "RADICAL_PROFILE" not in os.environ:  # bootstrap_0.sh starts its own in any case
+        assert {p.name for p in radical.rglob("*.prof")} <= {"bootstrap_0.prof"}
     # nothing of this session outside the run dir: cwd, $HOME/.radical, /tmp
     home = Path(os.environ.get("HOME", "/nonexistent"))
     for outside in (Path.cwd(), home / ".radical" / "utils", Path(tempfile.gettempdir())):
@@ -161,16 +165,18 @@ def test_role_pipelines_restart_once_the_role_is_done(tmp_path: Path) -> None:
 def test_kill_leftovers_stops_run_processes_only(tmp_path: Path) -> None:
     run_dir, other = tmp_path / "run", tmp_path / "run2"
     (run_dir / "tasks" / "sim-0000").mkdir(parents=True)
+    (run_dir / "radical").mkdir()
     other.mkdir()
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     procs = [
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                          cwd=run_dir / "tasks" / "sim-0000", start_new_session=True),
-        subprocess.Popen([sys.executable, "-c", stubborn, str(run_dir / "tasks" / "x.yaml")],
+        subprocess.Popen([sys.executable, "-c", stubborn, str(run_dir / "radical" / "x.json")],
                          start_new_session=True),
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(other)],
                          cwd=other, start_new_session=True),
     ]
+    record_process(run_dir / "tasks" / "sim-0000", procs[0].pid)  # a task; [1]: RADICAL's
     try:
         time.sleep(0.5)  # let the SIGTERM handler be installed
         killed = kill_leftovers(run_dir, grace_s=1)

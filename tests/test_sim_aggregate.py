@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from conftest import BP5_XML, SST_XML, wait_for
 
+from ddmd_stream.accounting import account_run
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.config import RunConfig
 from ddmd_stream.events import read_run_events
+from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import read_store
 from ddmd_stream.workflow.local import start_task
 from ddmd_stream.workflow.prepare import prepare
@@ -58,6 +60,9 @@ def test_two_simulations_stream_every_frame(make_config, processes, xml: Path) -
     ids = list(zip(stored["sim_id"].tolist(), stored["step"].tolist(), strict=True))
     assert len(set(ids)) == len(ids), "a frame was stored twice"
     assert all(step % config.simulation.steps_per_report == 0 for _, step in ids)
+    rows = account_run(RunDir(run))  # each simulation's ledger against the store
+    assert [(r.streamed, r.duplicates, r.missing) for r in rows] == [
+        (e["frames"], 0, 0) for e in sorted(closed, key=lambda e: e["task"])]
 
     world_writable = [p for p in run.rglob("*") if p.stat().st_mode & 0o002]
     assert not world_writable, world_writable

@@ -12,14 +12,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ddmd_stream.config.defaults import default_adios_xml
+from ddmd_stream.config.defaults import (
+    default_adios_xml,
+    find_config,
+    installed_preset_path,
+    packaged_presets,
+)
 from ddmd_stream.config.errors import ConfigError, format_validation_error
 from ddmd_stream.config.run import RunConfig
 from ddmd_stream.config.sections import SimulationConfig
 
 
 def _absolute(path: Path, base: Path) -> Path:
-    return (base / path.expanduser()).resolve()
+    return (installed_preset_path(path, base) or base / path.expanduser()).resolve()
 
 
 def _resolve_paths(model: BaseModel, base: Path) -> None:
@@ -99,10 +104,12 @@ def _read_yaml(path: Path) -> Any:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Load and validate a YAML config file."""
-    path = Path(path)
+    """Load and validate a YAML config file (or the packaged preset a name such as `local`
+    names)."""
+    path = find_config(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found (give the path of a YAML file)")
+        raise ConfigError(f"{path}: config file not found (give the path of a YAML file or a "
+                          f"packaged preset: {', '.join(packaged_presets())})")
     return parse_config(_read_yaml(path), str(path), path.resolve().parent)
 
 

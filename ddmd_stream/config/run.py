@@ -6,6 +6,7 @@ look at several sections at once, and its message names every field it involves.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StrictStr, model_validator
@@ -53,6 +54,26 @@ class RoleResources(Section):
     )
 
 
+class AgentResources(RoleResources):
+    """The agent's task: a role's resources plus MPI ranks (the only role that has them)."""
+
+    ranks: int = Field(
+        1, ge=1,
+        description="MPI ranks of the agent task: the ranks share the encoding of each cycle's "
+        "new frames, rank 0 detects, ranks and publishes (ddmd_stream/parallel.py). 1 = no MPI; "
+        "more needs mpi4py and an mpiexec (pip install mpi4py mpich). `cpus` is per rank.",
+    )
+
+    @model_validator(mode="after")
+    def _ranks_need_mpi4py(self) -> AgentResources:
+        if self.ranks > 1 and importlib.util.find_spec("mpi4py") is None:
+            raise ValueError(
+                f"ranks: {self.ranks} needs mpi4py, which this Python cannot import "
+                "(pip install mpi4py mpich), or set ranks: 1"
+            )
+        return self
+
+
 class ResourcesConfig(Section):
     """The machine and pilot, and what each role's tasks ask for."""
 
@@ -79,7 +100,7 @@ class ResourcesConfig(Section):
     )
     aggregator: RoleResources = Field(default_factory=RoleResources, description="Each aggregator.")
     trainer: RoleResources = Field(default_factory=RoleResources, description="The trainer.")
-    agent: RoleResources = Field(default_factory=RoleResources, description="The agent.")
+    agent: AgentResources = Field(default_factory=AgentResources, description="The agent.")
     network_interface: str = Field(
         "lo", min_length=1, description="Interface for RADICAL and ADIOS traffic."
     )

@@ -61,6 +61,19 @@ class WorkflowConfig(Section):
     heartbeat_s: PositiveFloat = Field(
         5.0, description="Seconds between task heartbeats (status.json)."
     )
+    stop_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds the tasks get to exit by themselves once STOP is written (wall "
+        "time, target, STOP file, Ctrl-C); then the launcher SIGTERMs what is left of them and "
+        "SIGKILLs it 5 s later. A second Ctrl-C does so at once.",
+    )
+    live_page_s: PositiveFloat | None = Field(
+        60.0,
+        description="Seconds between updates of the live page RUN/report/index.html while the "
+        "run goes (drawn by a child process of the launcher; the page reloads itself as "
+        "often); none: no live page.",
+    )
     max_task_restarts: int = Field(3, ge=0, le=100, description="Restarts allowed per failed task.")
     on_existing: Literal["refuse", "resume", "overwrite"] = Field(
         "refuse", description="What to do when run_dir already holds a run."
@@ -155,6 +168,11 @@ class SimulationConfig(Section):
     )
     seed: int | None = Field(
         None, ge=0, description="Random seed (per simulation offset by its id)."
+    )
+    checkpoint_interval_ns: PositiveFloat | None = Field(
+        None,
+        description="Also checkpoint within a segment every this many ns (a checkpoint is "
+        "always written after each segment); a simulation started again continues from it.",
     )
 
     @field_validator("initial_structures", mode="before")
@@ -424,7 +442,7 @@ class StreamsConfig(Section):
 
     adios_xml: Path | None = Field(
         None,
-        description=f"ADIOS2 XML with the IOs below; default: the repository's {DEFAULT_XML_NAME}.",
+        description=f"ADIOS2 XML with the IOs below; default: the packaged {DEFAULT_XML_NAME}.",
     )
     simulation_io: str = Field(
         "SimulationOutput", min_length=1, description="IO: simulation → aggregator."

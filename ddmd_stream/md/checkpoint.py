@@ -1,7 +1,9 @@
-"""A simulation's state between the stages of sequential mode: one small `.npz` per simulation.
+"""A simulation's checkpoint: one small `.npz` per simulation (`RunDir.sim_checkpoint`).
 
-Each stage of a sequential run starts a fresh simulation process; it continues from this state
-(positions, velocities, box, step count, clock) unless it restarts from the outlier catalog.
+Written after every segment (and every `simulation.checkpoint_interval_ns`). A simulation
+process started again — each stage of sequential mode, an engine restart after a crash, the
+next job of a campaign (`--resume`) — continues from this state (positions, velocities, box,
+step count, clock, segment, structure); in sequential mode it then restarts from the catalog.
 Written to a temporary file, fsynced and renamed (`ddmd_stream.atomic`), so a task killed
 mid-write leaves the previous state.
 """

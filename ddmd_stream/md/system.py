@@ -13,7 +13,8 @@ import openmm.unit as unit
 
 from ddmd_stream.config import SimulationConfig
 from ddmd_stream.errors import InputError
-from ddmd_stream.md.geometry import WATER_RESIDUES, ca_indices
+from ddmd_stream.frames import CONTACT_MAP, POSITIONS
+from ddmd_stream.md.geometry import WATER_RESIDUES, ca_indices, select_atoms
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +229,18 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def check_simulation_inputs(config: SimulationConfig, check_platform: bool = True) -> list[str]:
+def check_simulation_inputs(config: SimulationConfig, check_platform: bool = True,
+                            input_field: str | None = None) -> list[str]:
     """Problems with the structures, force field and platform a run would use (empty: none).
 
-    The platform is checked only where the simulations will run (`check_platform`).
+    The platform is checked only where the simulations will run (`check_platform`); the
+    starting structures must agree in the shape of the model's `input_field` (None: of
+    contact_map and of positions unless those are all atoms).
     """
     try:
+        shape_problem = _input_shape_problem(config, input_field)
+        if shape_problem:
+            return [shape_problem]
         pdb = load_pdb(config.pdb_file)
         reference_file = config.reference_pdb or config.pdb_file
         reference = reference_ca_angstrom(reference_file)
@@ -251,6 +258,43 @@ def check_simulation_inputs(config: SimulationConfig, check_platform: bool = Tru
     except ValueError as error:
         return [f"{config.pdb_file}: {error}"]
     return []
+
+
+# The atom selection behind each model input field.
+INPUT_SELECTIONS = {CONTACT_MAP: "contact_atoms", POSITIONS: "positions"}
+
+
+def _input_shape_problem(config: SimulationConfig, input_field: str | None) -> str | None:
+    """One line when the starting structures differ in the atoms a model input holds
+    (different proteins): their frames could not be learnt from together."""
+    structures = config.structures()
+    if len(structures) < 2:
+        return None
+    fields = [input_field] if input_field else list(INPUT_SELECTIONS)
+    for name in fields:
+        option = INPUT_SELECTIONS.get(name)
+        selection = getattr(config, option, None) if option else None
+        if selection is None or (selection == "all" and input_field is None):
+            continue
+        counts = {path: _selected_atoms(config, path, selection) for path in structures}
+        if len(set(counts.values())) > 1:
+            found = ", ".join(f"{path.name}: {count}" for path, count in counts.items())
+            return (f"simulation.initial_structures: the starting structures differ in the "
+                    f"atoms of simulation.{option} ({selection}), so {name} differs in shape "
+                    f"({found} atoms); use structures of one protein")
+    return None
+
+
+def _selected_atoms(config: SimulationConfig, path: Path, selection: str | list[int]) -> int:
+    """How many atoms `selection` picks in structure `path` (all: after solvation)."""
+    pdb = load_pdb(path)
+    if selection == "all":
+        modeller, _kwargs = _prepare(config, pdb, load_forcefield(config))
+        return modeller.topology.getNumAtoms()
+    try:
+        return len(select_atoms(pdb.topology, selection))
+    except ValueError as error:
+        raise StructureError(f"{path}: {error}") from None
 
 
 def _openmm_seed(seed: int) -> int:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ddmd_stream.streams import Batch, StoreReader, read_frames
+from ddmd_stream.streams import Batch, ShapeMismatch, StoreReader, read_frames
+from ddmd_stream.streams.batches import frames_array
 
 if TYPE_CHECKING:
     from ddmd_stream.ml.base import LatentModel
@@ -33,9 +34,12 @@ class RingBuffer:
         return min(self.total, self.capacity)
 
     def add(self, batch: Batch) -> None:
+        """Append `batch`; ShapeMismatch (nothing added) when a field's frame shape differs
+        from the frames held."""
         if not self.arrays:
             self.arrays = {n: np.empty((self.capacity, *a.shape[1:]), a.dtype)
                            for n, a in batch.items()}
+        self._check_shapes(batch)
         count = len(next(iter(batch.values())))
         keep = min(count, self.capacity)
         positions = (self.next + np.arange(count - keep, count)) % self.capacity
@@ -44,6 +48,14 @@ class RingBuffer:
         self.serials[positions] = self.total + np.arange(count - keep, count)
         self.next = (self.next + count) % self.capacity
         self.total += count
+
+    def _check_shapes(self, batch: Batch) -> None:
+        for name, array in self.arrays.items():
+            if batch[name].shape[1:] != array.shape[1:]:
+                raise ShapeMismatch(
+                    f"field {name!r}: new frames have shape {batch[name].shape[1:]}, the window "
+                    f"holds {array.shape[1:]}; the starting structures differ in it (different "
+                    "proteins or atom selections?); use structures of one protein")
 
     def rows(self, n: int | None = None) -> np.ndarray:
         """Buffer rows of the most recent `n` frames (all when None), oldest first."""
@@ -148,19 +160,38 @@ class FrameWindow:
         return self.buffer.gather(rows, fields)
 
     def read_stored(self, rows: np.ndarray, fields: list[str]) -> Batch:
-        """`fields` of the frames at buffer `rows`, read from their stores (needs `locate`)."""
+        """`fields` of the frames at buffer `rows`, read from their stores (needs `locate`).
+
+        A field whose frame shape differs between those frames (structures of different sizes:
+        all_positions, velocities) is an object array of per-frame arrays."""
         where = self.buffer.gather(rows, [STORE, STEP_IN_STORE, ROW_IN_STEP])
-        out: Batch = {}
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # name: (mask, values)
         for store in np.unique(where[STORE]).tolist():
             mine = where[STORE] == store
             batch = read_frames(self.stores[store], where[STEP_IN_STORE][mine],
                                 where[ROW_IN_STEP][mine], fields, self.xml, self.io_name)
             for name, values in batch.items():
-                out.setdefault(name, np.empty((len(rows), *values.shape[1:]), values.dtype))
-                out[name][mine] = values
+                parts.setdefault(name, []).append((mine, values))
+        out = {name: _place(len(rows), placed) for name, placed in parts.items()}
         logger.debug("read %s of %d frames from their stores", fields, len(rows))
         return out
 
     def close(self) -> None:
         for reader in self.readers.values():
             reader.close()
+
+
+def _place(count: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """`count` frames from (mask, values) parts; an object array of per-frame arrays when the
+    parts differ in frame shape or dtype."""
+    kinds = {(values.dtype, values.shape[1:]) for _, values in parts}
+    if len(kinds) == 1 and parts[0][1].dtype != object:
+        dtype, shape = kinds.pop()
+        out = np.empty((count, *shape), dtype)
+        for mask, values in parts:
+            out[mask] = values
+        return out
+    out = np.empty(count, dtype=object)
+    for mask, values in parts:
+        out[mask] = frames_array(list(values))
+    return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ddmd_stream.errors import InputError
-from ddmd_stream.events import read_run_events
+from ddmd_stream.events import read_jobs, read_run_events
 from ddmd_stream.frames import RMSD, SIM_ID
 from ddmd_stream.rundir import ROLES, RunDir
 
@@ -46,6 +46,8 @@ class RunData:
     config: Any = None  # RunConfig, or None when config.yaml is missing or broken
     frames: Frames = field(default_factory=dict)  # RMSD, SIM_ID and WALL of stored frames
     store_bytes: dict[Path, int] = field(default_factory=dict)  # each frame store's size
+    accounting: list[dict[str, int]] = field(default_factory=list)  # accounting.SimAccount rows
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # launches (RUN/jobs.jsonl)
     notes: list[str] = field(default_factory=list)
 
     @cached_property
@@ -76,10 +78,12 @@ def check_run_dir(path: Path) -> RunDir:
 def load_run(path: Path) -> RunData:
     """Events (torn lines skipped), config, stored frames and store sizes of a run."""
     run = check_run_dir(path)
-    data = RunData(run, [e for e in read_run_events(run.root) if _valid_event(e)])
-    data.config = _load_config(run, data.notes)
+    data = RunData(run, [e for e in read_run_events(run.root) if valid_event(e)])
+    data.config = load_run_config(run, data.notes)
     data.frames = load_frames(run, data.by_task, data.notes)
     data.store_bytes = {store: folder_bytes(store) for store in run.aggregator_stores()}
+    data.accounting = load_accounting(run, data.notes)
+    data.jobs = read_jobs(run.jobs_file)
     if not data.events:
         data.notes.append("no events recorded yet")
     logger.info("%s: %d events of %d tasks, %d stored frames", run.root, len(data.events),
@@ -87,11 +91,22 @@ def load_run(path: Path) -> RunData:
     return data
 
 
-def _valid_event(event: Any) -> bool:
+def load_accounting(run: RunDir, notes: list[str]) -> list[dict[str, int]]:
+    """The frame accounting table (streamed vs stored per simulation), or [] with a note."""
+    from ddmd_stream.accounting import account_run, as_records
+
+    try:
+        return as_records(account_run(run))
+    except (InputError, RuntimeError, ValueError, OSError) as error:
+        notes.append(f"frame accounting not available ({str(error).splitlines()[0]})")
+        return []
+
+
+def valid_event(event: Any) -> bool:
     return isinstance(event, dict) and isinstance(event.get("t"), int | float) and "event" in event
 
 
-def _load_config(run: RunDir, notes: list[str]) -> Any:
+def load_run_config(run: RunDir, notes: list[str]) -> Any:
     """The run's RunConfig, or None (with a note) when config.yaml is missing or unreadable."""
     from ddmd_stream.config import load_config
 
@@ -114,8 +129,15 @@ def folder_bytes(path: Path) -> int:
 
 def load_frames(run: RunDir, by_task: dict[str, list[Event]], notes: list[str]) -> Frames:
     """RMSD and SIM_ID of every stored frame, with its WALL time of arrival when known."""
-    parts = [_store_frames(path, by_task, notes) for path in run.aggregator_stores()]
-    parts = [p for p in parts if p]
+    stored = {path: _store_frames(path, notes) for path in run.aggregator_stores()}
+    return merge_frames(stored, by_task, notes)
+
+
+def merge_frames(stored: dict[Path, Frames], by_task: dict[str, list[Event]],
+                 notes: list[str]) -> Frames:
+    """The frames of every store (RMSD, SIM_ID) in one batch, in order of WALL time when the
+    stores' write events give it (the live page keeps `stored` up to date incrementally)."""
+    parts = [with_wall_times(frames, path, by_task) for path, frames in stored.items() if frames]
     if not parts:
         notes.append("no aggregated frames readable yet: RMSD plots are empty")
         return {}
@@ -129,7 +151,7 @@ def load_frames(run: RunDir, by_task: dict[str, list[Event]], notes: list[str]) 
     return {name: values[order] for name, values in merged.items()}
 
 
-def _store_frames(path: Path, by_task: dict[str, list[Event]], notes: list[str]) -> Frames:
+def _store_frames(path: Path, notes: list[str]) -> Frames:
     from ddmd_stream.streams import read_store
 
     try:
@@ -137,13 +159,15 @@ def _store_frames(path: Path, by_task: dict[str, list[Event]], notes: list[str])
     except (InputError, RuntimeError, ValueError, OSError) as error:
         notes.append(f"{path.name}: not readable ({str(error).splitlines()[0]})")
         return {}
-    if not batch:
-        return {}
-    frames = {RMSD: batch[RMSD].astype(float), SIM_ID: batch[SIM_ID]}
+    return {RMSD: batch[RMSD].astype(float), SIM_ID: batch[SIM_ID]} if batch else {}
+
+
+def with_wall_times(frames: Frames, path: Path, by_task: dict[str, list[Event]]) -> Frames:
+    """`frames` of the store at `path`, with WALL from its writer's write events when known."""
     writes = spans(by_task.get(store_writer(path), []), "write")
-    if writes:
-        frames[WALL] = frame_wall_times(len(frames[RMSD]), writes)
-    return frames
+    if not writes:
+        return frames
+    return {**frames, WALL: frame_wall_times(len(frames[RMSD]), writes)}
 
 
 def store_writer(path: Path) -> str:

@@ -225,4 +225,11 @@ def summarize(data: RunData) -> Summary:
             "tasks": len(data.by_task), "events": len(data.events),
             "components": [asdict(row) for row in component_table(data)],
             "io": io_summary(data), "recorder": recorder_overhead(data),
+            "accounting": data.accounting, "jobs": job_starts(data),
             "notes": data.notes}
+
+
+def job_starts(data: RunData) -> list[dict[str, Any]]:
+    """Each launch of the campaign, with its start in seconds after the run's first event."""
+    return [{"job": job.get("job"), "start_s": job["t"] - data.t0,
+             "on_existing": job.get("on_existing")} for job in data.jobs]

@@ -105,6 +105,10 @@ def plot_timeline(data: RunData, path: Path) -> None:
     scale, label = time_axis(span)
     for lane, events in enumerate(tasks.values()):
         _draw_lane(ax, lane, events, data.t0, scale)
+    for job in data.jobs[1:]:  # where each later job of the campaign began
+        start = (job["t"] - data.t0) / scale
+        ax.axvline(start, color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"job {job.get('job', '?')}", (start, -0.55), fontsize="small")
     ax.set_yticks(range(len(tasks)), list(tasks))
     ax.set_ylim(len(tasks) - 0.4, -0.6)
     ax.set_xlim(0, span / scale * 1.01 or 1)

@@ -36,6 +36,13 @@ TABLE_LEGEND = ("An iteration is a simulation segment, an aggregator write, a tr
                 " iterations. Samples: frames per segment/write/cycle, training samples per"
                 " round.")
 IO_COLUMNS = ("quantity", "value")
+ACCOUNTING_HEADING = "Frame accounting"
+ACCOUNTING_COLUMNS = ("simulation", "streamed", "stored", "duplicates", "missing",
+                      "of which in flight", "unlisted", "")
+ACCOUNTING_LEGEND = ("Each simulation's ledger of the frames it streamed against the stores "
+                     "(ddmd-stream verify RUN). In flight: missing after the last stored frame "
+                     "of a process start (queued when it was killed). Unlisted: stored but not "
+                     "in the ledger (killed between the put and the ledger write).")
 PER_COMPONENT = "Per component"
 IO_HEADING = "ADIOS I/O and streamed data"
 STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto}"
@@ -108,6 +115,24 @@ def _bytes(count: int | None) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
+def accounting_rows(summary: Summary) -> list[list[str]]:
+    rows = []
+    for row in summary.get("accounting", []):
+        flag = "DUPLICATES" if row["duplicates"] else ("LOST" if row["missing"] else "ok")
+        rows.append([str(row["sim_id"]), *(str(row[key]) for key in (
+            "streamed", "stored", "duplicates", "missing", "in_flight", "unlisted")), flag])
+    return rows
+
+
+def jobs_line(summary: Summary) -> str:
+    """The campaign's jobs in one line ('' for a run of one job)."""
+    jobs = summary.get("jobs", [])
+    if len(jobs) < 2:
+        return ""
+    starts = ", ".join(f"job {job['job']} at {job['start_s']:.0f} s" for job in jobs[1:])
+    return f"{len(jobs)} jobs (launches) in this run directory: {starts}."
+
+
 def markdown_table(header: Sequence[str], rows: Rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -127,8 +152,14 @@ def markdown_page(summary: Summary) -> str:
              f" {summary['span_s']:.1f} s from first to last event.", "",
              f"Steering objective: {summary['objective']}.", ""]
     lines += [f"- note: {note}" for note in summary["notes"]] + [""]
+    if jobs_line(summary):
+        lines += [jobs_line(summary), ""]
     lines += [f"## {PER_COMPONENT}", "", table_markdown(summary), TABLE_LEGEND, "",
               f"## {IO_HEADING}", "", io_markdown(summary)]
+    if accounting_rows(summary):
+        lines += [f"## {ACCOUNTING_HEADING}", "",
+                  markdown_table(ACCOUNTING_COLUMNS, accounting_rows(summary)),
+                  ACCOUNTING_LEGEND, ""]
     for name, title in FIGURES.items():
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     return "\n".join(lines)
@@ -148,8 +179,11 @@ def html_table(header: Sequence[str], rows: Rows) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def html_page(summary: Summary) -> str:
-    parts = [f"<h1>Run report: {html.escape(summary['run_dir'])}</h1>",
+def html_page(summary: Summary, head: str = "", intro: str = "", version: str = "") -> str:
+    """The report page; the live page adds `head` (its refresh), `intro` (after the title) and
+    `version` (appended to the figures' URLs so that a reload fetches them anew)."""
+    query = f"?v={version}" if version else ""
+    parts = [f"<h1>Run report: {html.escape(summary['run_dir'])}</h1>", intro,
              f"<p>State: {html.escape(_state_line(summary))} {summary['span_s']:.1f} s.</p>",
              f"<p>Steering objective: {html.escape(summary['objective'])}.</p>"]
     parts += [f"<p class=note>note: {html.escape(n)}</p>" for n in summary["notes"]]
@@ -158,11 +192,17 @@ def html_page(summary: Summary) -> str:
               f"<p>{html.escape(TABLE_LEGEND)} (<a href='table.csv'>CSV</a>)</p>",
               f"<h2>{html.escape(IO_HEADING)}</h2>",
               html_table(IO_COLUMNS, io_rows(summary["io"], summary["recorder"]))]
+    if jobs_line(summary):
+        parts.insert(4, f"<p>{html.escape(jobs_line(summary))}</p>")
+    if accounting_rows(summary):
+        parts += [f"<h2>{ACCOUNTING_HEADING}</h2>",
+                  html_table(ACCOUNTING_COLUMNS, accounting_rows(summary)),
+                  f"<p>{html.escape(ACCOUNTING_LEGEND)}</p>"]
     for name, title in FIGURES.items():
         parts += [f"<h2>{html.escape(title)}</h2>",
-                  f"<img src='{name}' alt='{html.escape(title)}'>"]
+                  f"<img src='{name}{query}' alt='{html.escape(title)}'>"]
     return ("<!doctype html><html><head><meta charset='utf-8'><title>ddmd_stream run report"
-            f"</title><style>{STYLE}</style></head><body>" + "\n".join(parts)
+            f"</title><style>{STYLE}</style>{head}</head><body>" + "\n".join(parts)
             + "</body></html>\n")
 
 

@@ -11,9 +11,11 @@ batch. Engines and their parameters come only from the ADIOS XML.
 | `liveness` | the `.writer` sidecar (`WriterInfo`), SST contact files, `stream_ready` |
 | `seeds` | distinct EVPath seeds for processes sharing a folder |
 | `watchdog` | `open_deadline`: a time limit for blocking opens |
+| `batches` | joining batches of per-structure shapes: `concat_batches`, `group_by_shape` … |
 | `writer` | `FrameWriter`, `BatchingWriter` |
 | `reader` | `FrameReader` (only the variables asked for) |
 | `poller` | `StreamPoller`: many streams, round robin |
+| `pump` | `StreamPump`: one stream read in a process of its own (a hung writer blocks only it) |
 | `store` | `StoreReader`, `read_store`, `read_rows`/`read_frames` (random access) |
 | `__main__` | `python -m ddmd_stream.streams ls|export …` |
 """
@@ -30,7 +32,14 @@ from ddmd_stream.streams.adios import (
     is_file_engine,
     validate_xml,
 )
-from ddmd_stream.streams.errors import MissingVariables, StreamError, StreamOpenError, WriterDied
+from ddmd_stream.streams.batches import concat_batches, concat_ragged, group_by_shape, stack_frames
+from ddmd_stream.streams.errors import (
+    MissingVariables,
+    ShapeMismatch,
+    StreamError,
+    StreamOpenError,
+    WriterDied,
+)
 from ddmd_stream.streams.liveness import (
     WriterInfo,
     clean_stale_contact_files,
@@ -42,7 +51,6 @@ from ddmd_stream.streams.reader import FrameReader
 from ddmd_stream.streams.seeds import SEED_REGISTRY, reserve_evpath_seed
 from ddmd_stream.streams.store import (
     StoreReader,
-    concat_batches,
     describe_store,
     read_frames,
     read_rows,
@@ -53,11 +61,11 @@ from ddmd_stream.streams.writer import BatchingWriter, FrameWriter
 
 __all__ = [
     "SEED_REGISTRY", "Batch", "BatchingWriter", "FrameReader", "FrameWriter", "MissingVariables",
-    "StoreReader", "StreamError", "StreamOpenError", "StreamPoller", "WriterDied", "WriterInfo",
-    "clean_stale_contact_files", "concat_batches", "contact_file", "declare_io",
-    "describe_store", "engine_parameters", "engine_type", "is_file_engine", "main",
-    "open_deadline", "read_frames", "read_rows", "read_store", "reserve_evpath_seed",
-    "stream_ready",
+    "ShapeMismatch", "StoreReader", "StreamError", "StreamOpenError", "StreamPoller",
+    "WriterDied", "WriterInfo", "clean_stale_contact_files", "concat_batches", "concat_ragged",
+    "contact_file", "declare_io", "describe_store", "engine_parameters", "engine_type",
+    "group_by_shape", "is_file_engine", "main", "open_deadline", "read_frames", "read_rows",
+    "read_store", "reserve_evpath_seed", "stack_frames", "stream_ready",
     "validate_xml",
 ]
 

@@ -1,5 +1,7 @@
 """Inspect BP stores: `python -m ddmd_stream.streams ls FILE.bp` lists variables, types,
-shapes and steps; `… export FILE.bp OUT.h5|OUT.npz [--vars …]` writes variables out."""
+shapes and steps; `… export FILE.bp OUT.h5|OUT.npz [--vars …]` writes variables out;
+`… verify RUN_DIR` prints a run's frame accounting (streamed vs stored per simulation) and
+exits 1 on a loss."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list variables, types, shapes and steps of a BP store")
     ls.add_argument("store", type=Path)
+    sub.add_parser("verify", add_help=False,  # parsed by ddmd_stream.accounting
+                   help="a run's frame accounting: streamed vs stored per simulation")
     export = sub.add_parser("export", help="write variables of a BP store to HDF5 (.h5) or .npz")
     export.add_argument("store", type=Path)
     export.add_argument("output", type=Path)
@@ -50,6 +54,11 @@ def _export(store: Path, output: Path, variables: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI; returns the exit status (2 with a one-line error on bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["verify"]:  # a run's frame accounting (ddmd_stream.accounting)
+        from ddmd_stream.accounting import main as verify
+
+        return verify(argv[1:])
     args = _parser().parse_args(argv)
     try:
         require_bp_store(args.store)

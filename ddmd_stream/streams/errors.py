@@ -19,3 +19,8 @@ class WriterDied(StreamError):
 
 class MissingVariables(StreamError):
     """A step lacks a variable the reader asked for (the step has been consumed)."""
+
+
+class ShapeMismatch(StreamError):
+    """Frames asked for together differ in the shape of a variable (e.g. structures of
+    different atom counts); the message names the variable and the shapes."""

@@ -1,16 +1,21 @@
-"""`StreamPoller`: many streams served from one process, round robin, never blocking."""
+"""`StreamPoller`: many streams served from one process, round robin, never blocking.
+
+Each open stream is read by a pump process of its own (streams/pump.py): a writer that hangs
+(SIGSTOP, a frozen node) can block only its own pump, never the poller or the other streams.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ddmd_stream.streams.adios import Batch, engine_type, is_file_engine
-from ddmd_stream.streams.errors import StreamError, WriterDied
-from ddmd_stream.streams.liveness import WriterInfo, stream_ready
-from ddmd_stream.streams.reader import FrameReader
+from ddmd_stream.streams.liveness import stream_ready
+from ddmd_stream.streams.pump import PumpSpec, StreamPump, start_forkserver
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +26,8 @@ class _Source:
 
     key: int
     path: Path
-    reader: FrameReader | None = None
+    pump: StreamPump | None = None
+    opened: bool = False  # its pump has connected to the writer
     finished_token: str | None = None  # writer we already read to the end (or saw die)
     frames: int = 0
     ends: int = 0
@@ -33,7 +39,8 @@ class _Source:
 class StreamPoller:
     """Serves many streams from one process, round robin, never blocking on one of them.
 
-    A stream is opened once its writer has appeared, and again after its writer restarts.
+    A stream is opened (by a pump process) once its writer has appeared, and again after its
+    writer restarts.
     """
 
     xml: Path
@@ -42,18 +49,21 @@ class StreamPoller:
     open_timeout_s: float = 120.0
     liveness_timeout_s: float = 30.0
     sources: list[_Source] = field(init=False)
+    _stopping: list[StreamPump] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.engine = engine_type(self.xml, self.io_name)
         self.sources = [_Source(key, Path(path)) for key, path in self.paths.items()]
+        start_forkserver()
 
     def poll(self) -> list[tuple[int, Batch]]:
         """One round over all streams: every batch available now, tagged with its stream key."""
         got: list[tuple[int, Batch]] = []
+        self._stopping = [pump for pump in self._stopping if not pump.reaped()]
         for source in self.sources:
-            if source.reader is None:
+            if source.pump is None:
                 self._try_open(source)
-            if source.reader is not None:
+            if source.pump is not None:
                 got.extend((source.key, batch) for batch in self._drain(source))
         return got
 
@@ -70,69 +80,65 @@ class StreamPoller:
             source.finished_token = info.token
             source.deaths += 1
             return
-        try:
-            source.reader = FrameReader(
-                self.xml, self.io_name, source.path, self.open_timeout_s, self.liveness_timeout_s
-            )
-        except StreamError as error:
-            source.open_failures += 1
-            log = logger.warning if source.open_failures == 1 else logger.debug
-            log("stream %d: %s (will retry)", source.key, error)
-            return
-        source.reader.writer = info
-        logger.info("stream %d opened: %s", source.key, source.path)
+        source.pump = StreamPump(PumpSpec(self.xml, self.io_name, source.path, info,
+                                          self.open_timeout_s, self.liveness_timeout_s))
 
     def _drain(self, source: _Source, limit: int = 64) -> Iterator[Batch]:
-        """Up to `limit` batches of one open stream, closing it when it ended or died."""
-        reader = source.reader
-        for _ in range(limit):
-            try:
-                batch = reader.next(0.0)
-            except WriterDied as error:
-                self._lost(source, error)
-                return
-            if batch is None:
-                if reader.ended:
-                    logger.info(
-                        "stream %d ended cleanly after %d frames", source.key, source.frames
-                    )
-                    source.ends += 1
-                    self._retire(source)
-                return
-            source.frames += len(next(iter(batch.values()), ()))
-            yield batch
+        """The batches of up to `limit` messages of one stream's pump, ending the pump when its
+        stream ended."""
+        for message in source.pump.messages(limit):
+            kind = message[0]
+            if kind == "batches":
+                for batch in message[1]:
+                    source.frames += len(next(iter(batch.values()), ()))
+                    yield batch
+            else:
+                self._on_status(source, kind, *message[1:])
+        if source.pump.done:
+            self._end_pump(source)
 
-    def _lost(self, source: _Source, error: WriterDied) -> None:
+    def _on_status(self, source: _Source, kind: str, *details: Any) -> None:
+        """What a pump says about its stream besides batches."""
+        if kind == "opened":
+            source.opened = True
+            logger.info("stream %d opened: %s", source.key, source.path)
+        elif kind == "open_failed":
+            source.open_failures += 1
+            log = logger.warning if source.open_failures == 1 else logger.debug
+            log("stream %d: %s (will retry)", source.key, details[0])
+        elif kind == "ended":
+            logger.info("stream %d ended cleanly after %d frames", source.key, source.frames)
+            source.ends += 1
+            source.finished_token = source.pump.spec.writer.token
+        elif kind == "lost":
+            self._lost(source, *details)
+
+    def _lost(self, source: _Source, why: str, writer_alive: bool) -> None:
         """The connection broke: reconnect later if its writer lives on, else retire it."""
-        if self._writer_lives_on(source):
-            logger.warning("stream %d: %s; its writer is alive: reconnecting", source.key, error)
-            source.reader.close()
-            source.reader = None
+        if writer_alive:
+            logger.warning("stream %d: %s; its writer is alive: reconnecting", source.key, why)
             return
-        logger.warning("stream %d: %s", source.key, error)
+        logger.warning("stream %d: %s", source.key, why)
         source.deaths += 1
-        self._retire(source)
+        source.finished_token = source.pump.spec.writer.token
 
-    def _writer_lives_on(self, source: _Source) -> bool:
-        """Is the writer this reader was connected to still running (a connection hiccup)?"""
-        known, current = source.reader.writer, WriterInfo.read(source.path)
-        return (known is not None and current is not None and current.token == known.token
-                and current.alive(source.path, self.liveness_timeout_s))
-
-    def _retire(self, source: _Source) -> None:
-        """Close a stream whose writer is done; it reopens only for a new writer."""
-        source.finished_token = source.reader.writer.token if source.reader.writer else None
-        source.reader.close()
-        source.reader = None
+    def _end_pump(self, source: _Source) -> None:
+        """Stop a source's pump; it is reaped by later polls (a closing stream can block)."""
+        source.pump.request_stop()
+        self._stopping.append(source.pump)
+        source.pump = None
+        source.opened = False
 
     @property
     def open_count(self) -> int:
         """How many streams are open now."""
-        return sum(s.reader is not None for s in self.sources)
+        return sum(s.opened for s in self.sources)
 
     def close(self) -> None:
-        """Close every open stream."""
+        """Close every open stream (a pump stuck on a half-dead writer is killed)."""
         for source in self.sources:
-            if source.reader is not None:
-                source.reader.close()
-                source.reader = None
+            if source.pump is not None:
+                self._end_pump(source)
+        while self._stopping:
+            self._stopping = [pump for pump in self._stopping if not pump.reaped()]
+            time.sleep(0.01)

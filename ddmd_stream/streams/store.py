@@ -21,6 +21,7 @@ from ddmd_stream.streams.adios import (
     open_engine,
     read_block,
 )
+from ddmd_stream.streams.batches import concat_batches, concat_ragged, frames_array
 from ddmd_stream.streams.errors import MissingVariables, StreamError, WriterDied
 from ddmd_stream.streams.reader import FrameReader
 
@@ -32,7 +33,8 @@ class StoreReader:
 
     Survives the store's writer restarting (reopens and steps over what it has read). Once it
     has read to the end, it reopens only after the store's index changed. Only `variables`
-    (None: all) are read; a step lacking one of them is logged and skipped.
+    (None: all) are read; a step lacking one of them is logged and skipped. Each batch is one
+    step, so its frames agree in shape; batches of different steps need not.
     """
 
     def __init__(self, xml: Path, io_name: str, path: Path, liveness_timeout_s: float = 30.0,
@@ -113,9 +115,14 @@ def read_store(
     variables: Sequence[str] | None = None,
     xml: Path | None = None,
     io_name: str = "AggregatorOutput",
+    ragged: bool = False,
 ) -> Batch:
-    """Every step written so far to a BP store, concatenated along frames."""
-    return concat_batches(list(_iter_store(path, variables, xml, io_name)))
+    """Every step written so far to a BP store, concatenated along frames.
+
+    A variable whose frame shape differs between steps (structures of different sizes) is a
+    ShapeMismatch naming it, or with `ragged` an object array of per-frame arrays."""
+    steps = list(_iter_store(path, variables, xml, io_name))
+    return concat_ragged(steps) if ragged else concat_batches(steps)
 
 
 def _iter_store(
@@ -140,16 +147,16 @@ def _iter_store(
 
 
 @contextmanager
-def _reading_xml(xml: Path | None, io_name: str) -> Iterator[Path]:
-    """`xml`, or when None a throwaway XML that reads `io_name` with BP5 (for tools given
+def _reading_xml(xml: Path | None, io_name: str, engine: str = "BP5") -> Iterator[Path]:
+    """`xml`, or when None a throwaway XML that reads `io_name` with `engine` (for tools given
     only a store path)."""
     if xml is not None:
         yield Path(xml)
         return
     with tempfile.TemporaryDirectory(prefix="ddmd-xml-") as folder:
-        plain = Path(folder) / "bp5.xml"
+        plain = Path(folder) / "reader.xml"
         plain.write_text(
-            f'<adios-config><io name="{io_name}"><engine type="BP5"/></io></adios-config>'
+            f'<adios-config><io name="{io_name}"><engine type="{engine}"/></io></adios-config>'
         )
         yield plain
 
@@ -182,7 +189,10 @@ def read_frames(
     io_name: str = "AggregatorOutput",
 ) -> Batch:
     """Frame i = row `rows[i]` of step `steps[i]`, for every i: `read_rows` over many steps
-    with one open of the store ({} when no frame is asked for)."""
+    with one open of the store ({} when no frame is asked for).
+
+    A variable whose frame shape differs between the steps asked for (structures of different
+    sizes) comes as an object array of per-frame arrays: `batch[name][i]` is frame i's own."""
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     if not steps.size:
@@ -193,13 +203,18 @@ def read_frames(
 
 def _frames_of(io: Any, engine: Any, path: Path, name: str, steps: np.ndarray,
                rows: np.ndarray) -> np.ndarray:
-    """Variable `name` at (steps[i], rows[i]) for every i (at least one), a read per step."""
+    """Variable `name` at (steps[i], rows[i]) for every i (at least one), a read per step;
+    an object array of per-frame arrays when the steps differ in its frame shape."""
     parts = {int(s): _variable_rows(io, engine, path, name, int(s), rows[steps == s])
              for s in np.unique(steps)}
-    first = next(iter(parts.values()))
-    out = np.empty((len(steps), *first.shape[1:]), first.dtype)
+    kinds = {(values.shape[1:], values.dtype) for values in parts.values()}
+    if len(kinds) == 1:
+        first = next(iter(parts.values()))
+        out = np.empty((len(steps), *first.shape[1:]), first.dtype)
+    else:
+        out = np.empty(len(steps), dtype=object)
     for step, values in parts.items():
-        out[steps == step] = values
+        out[steps == step] = values if len(kinds) == 1 else frames_array(values)
     return out
 
 
@@ -259,19 +274,16 @@ def _runs(ascending: np.ndarray) -> Iterator[tuple[int, int]]:
         yield int(first), int(end - first)
 
 
-def concat_batches(batches: list[Batch]) -> Batch:
-    """Batches with the same variables, joined along frames ({} for none)."""
-    if not batches:
-        return {}
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
-
-
 def describe_store(path: Path) -> list[tuple[str, str, str, int, int]]:
-    """(name, dtype, shape of one frame, steps, frames) for each variable of a BP store."""
+    """(name, dtype, shape of one frame, steps, frames) for each variable of a BP store.
+
+    Any BP version: read with ADIOS's "File" engine, which detects it (a BP5 reader given a
+    BP4 store waits for BP5 metadata that never comes)."""
     rows: dict[str, list] = {}
-    for batch in _iter_store(path, None, None, "AggregatorOutput"):
-        for name, array in batch.items():
-            row = rows.setdefault(name, [name, str(array.dtype), str(array.shape[1:]), 0, 0])
-            row[3] += 1
-            row[4] += array.shape[0]
+    with _reading_xml(None, "AggregatorOutput", engine="File") as xml:
+        for batch in _iter_store(path, None, xml, "AggregatorOutput"):
+            for name, array in batch.items():
+                row = rows.setdefault(name, [name, str(array.dtype), str(array.shape[1:]), 0, 0])
+                row[3] += 1
+                row[4] += array.shape[0] if array.ndim else 1  # a scalar: one value per step
     return [tuple(row) for _, row in sorted(rows.items())]

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from ddmd_stream.streams.adios import Batch, declare_io, load_adios2
+from ddmd_stream.streams.batches import concat_batches, group_by_shape
 from ddmd_stream.streams.errors import StreamError
 from ddmd_stream.streams.liveness import WriterInfo, contact_file
 from ddmd_stream.streams.seeds import reserve_evpath_seed
-from ddmd_stream.streams.store import concat_batches
 from ddmd_stream.streams.watchdog import open_deadline
 
 logger = logging.getLogger(__name__)
@@ -142,13 +142,16 @@ class BatchingWriter(FrameWriter):
         self.pending.append({name: np.array(value) for name, value in batch.items()})
 
     def flush(self) -> int:
-        """Write what was collected as one step; returns its frame count."""
-        if not self.pending:
-            return 0
-        batch = concat_batches(self.pending)
+        """Write what was collected as one step (one per shape signature, should the frames
+        differ in shape); returns the frame count."""
+        groups = group_by_shape([(0, batch) for batch in self.pending])
         self.pending.clear()
-        super().write(batch)
-        return len(next(iter(batch.values())))
+        frames = 0
+        for group in groups:
+            batch = concat_batches(group)
+            super().write(batch)
+            frames += len(next(iter(batch.values())))
+        return frames
 
     def close(self) -> None:
         """Flush, then close."""

@@ -28,11 +28,13 @@ from typing import Literal
 from ddmd_stream.config import ResourcesConfig
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.workflow.cleanup import kill_leftovers
+from ddmd_stream.workflow.entk_patches import start_task_manager_early, throttle_polling
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 from ddmd_stream.workflow.resources import (
     pilot_description,
     radical_root,
     task_tmpdir,
+    tuning_enabled,
     write_radical_config,
 )
 
@@ -41,8 +43,6 @@ logger = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict], None]
 Grouping = Literal["task", "role"]
 
-# Sleep added to EnTK's busy polling loops (see throttle_polling).
-POLL_INTERVAL_S = 0.2
 # Pilot submissions per run: a pilot that ends (walltime) ends the run instead of EnTK
 # resubmitting the whole workflow to a new pilot.
 PILOT_ATTEMPTS = 1
@@ -66,9 +66,9 @@ def build_task(spec: TaskSpec, base_env: dict[str, str] | None = None):
     task.arguments = [str(a) for a in spec.arguments]
     task.pre_exec = list(spec.pre_exec)
     task.environment = {str(k): str(v) for k, v in {**(base_env or {}), **spec.environment}.items()}
-    task.cpu_reqs = {
-        "cpu_processes": 1,
-        "cpu_process_type": None,
+    task.cpu_reqs = {  # ranks > 1: RP's MPIEXEC launch method (the venv's mpich mpiexec)
+        "cpu_processes": spec.ranks,
+        "cpu_process_type": "MPI" if spec.ranks > 1 else None,
         "cpu_threads": spec.cpus,
         "cpu_thread_type": None,
     }
@@ -233,11 +233,15 @@ def radical_session(root: Path, env: dict[str, str]) -> Iterator[None]:
     saved_handlers = list(logging.getLogger().handlers)
     os.environ.update(env)
     os.chdir(root)
-    ru.DefaultConfig()["iface"] = env["RADICAL_DEFAULT_IFACE"]  # singleton: may predate env
+    defaults = ru.DefaultConfig()  # a singleton that may predate env
+    saved_profile = defaults.get("profile")
+    defaults["iface"] = env["RADICAL_DEFAULT_IFACE"]
+    defaults["profile"] = env.get("RADICAL_DEFAULT_PROFILE", saved_profile)
     ru_ids._BASE = ru.get_radical_base("utils")  # read at import: $HOME/.radical/utils
     try:
         yield
     finally:
+        defaults["profile"] = saved_profile
         ru_ids._BASE = saved_ids
         os.chdir(saved_cwd)
         _restore_root_handlers(saved_handlers)
@@ -258,50 +262,6 @@ def _restore_root_handlers(handlers: list[logging.Handler]) -> None:
             root.addHandler(handler)
 
 
-def throttle_polling(appman, interval_s: float = POLL_INTERVAL_S) -> None:
-    """Put sleeps into EnTK's two busy loops (radical.entk 1.103: ~1 core of the client).
-
-    AppManager._run_workflow polls pipeline states without sleeping; it calls the resource
-    manager's `get_resource_allocation_state` once per round, so that getter (of this
-    AppManager only) sleeps first. WFprocessor._enqueue calls `_create_workload` in a loop
-    without sleeping; the class method is wrapped (once per process) to sleep when there
-    is nothing to enqueue.
-    """
-    rmgr = getattr(appman, "_rmgr", None)
-    getter = getattr(rmgr, "get_resource_allocation_state", None)
-    if getter is None:
-        logger.warning("cannot throttle AppManager polling (radical.entk internals changed)")
-    else:
-
-        def throttled_state():
-            time.sleep(interval_s)
-            return getter()
-
-        rmgr.get_resource_allocation_state = throttled_state
-    _throttle_enqueue(interval_s)
-
-
-def _throttle_enqueue(interval_s: float) -> None:
-    from radical.entk.appman import wfprocessor
-
-    cls = wfprocessor.WFprocessor
-    original = getattr(cls, "_create_workload", None)
-    if original is None:
-        logger.warning("cannot throttle EnTK's enqueue loop (radical.entk internals changed)")
-        return
-    if getattr(original, "_ddmd_throttled", False):
-        return
-
-    def throttled_create_workload(self):
-        workload, stages = original(self)
-        if not workload:
-            time.sleep(interval_s)
-        return workload, stages
-
-    throttled_create_workload._ddmd_throttled = True
-    cls._create_workload = throttled_create_workload
-
-
 def make_appmanager(plan: TaskPlan, resources: ResourcesConfig, root: Path):
     from radical.entk import AppManager
 
@@ -310,6 +270,8 @@ def make_appmanager(plan: TaskPlan, resources: ResourcesConfig, root: Path):
     )
     appman.resource_desc = pilot_description(resources, plan)
     throttle_polling(appman)
+    if tuning_enabled():
+        start_task_manager_early(appman)
     return appman
 
 

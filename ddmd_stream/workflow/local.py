@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ddmd_stream.rundir import RunDir
+from ddmd_stream.workflow.cleanup import record_process
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,11 @@ class _Running:
 
 
 def start_task(spec: TaskSpec) -> subprocess.Popen:
+    """Start `spec` in its workdir (stdout/stderr there) and record it as the run's."""
     spec.workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **spec.environment}
     with open(spec.workdir / "stdout", "ab") as out, open(spec.workdir / "stderr", "ab") as err:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             spec.command_line,
             cwd=spec.workdir,
             stdout=out,
@@ -40,6 +42,8 @@ def start_task(spec: TaskSpec) -> subprocess.Popen:
             env=env,
             start_new_session=True,
         )
+    record_process(spec.workdir, process.pid)
+    return process
 
 
 class LocalEngine:

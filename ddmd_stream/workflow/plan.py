@@ -20,6 +20,7 @@ class TaskSpec:
     cpus: int = 1
     gpus: int = 0  # GPU slots: 1/simulations_per_gpu of a GPU each (resources.py)
     gpu_type: str = ""  # "CUDA": RADICAL-Pilot sets CUDA_VISIBLE_DEVICES to the slot ids
+    ranks: int = 1  # MPI ranks (the agent's resources.agent.ranks); cpus is per rank
     pre_exec: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -47,7 +48,7 @@ class TaskPlan:
 
     @property
     def total_cpus(self) -> int:
-        return sum(t.cpus for t in self.tasks)
+        return sum(t.cpus * t.ranks for t in self.tasks)
 
     @property
     def total_gpus(self) -> int:

@@ -14,6 +14,8 @@ from ddmd_stream.config import (
     RunConfig,
     save_config,
 )
+from ddmd_stream.events import record_job
+from ddmd_stream.parallel import mpiexec_beside
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import clean_stale_contact_files
 from ddmd_stream.task import KERAS_BACKEND_VAR, KERAS_ROLES, SLOTS_PER_GPU_VAR, TaskFile
@@ -110,6 +112,17 @@ def role_environment(config: RunConfig, run: RunDir, role: str) -> tuple[dict[st
     return env, pre_exec
 
 
+def mpi_command(python: str, ranks: int, arguments: list[str]) -> tuple[str, list[str]]:
+    """(executable, arguments) starting `python arguments` as `ranks` MPI ranks: the local
+    engine's way (EnTK's pilot launches MPI tasks itself, from `TaskSpec.ranks`)."""
+    mpiexec = mpiexec_beside(python)
+    if mpiexec is None:
+        raise ConfigError(
+            f"resources.agent.ranks: {ranks} needs an mpiexec beside {python} or on PATH "
+            "(pip install mpich into that environment), or set ranks: 1")
+    return mpiexec, ["-n", str(ranks), python, *arguments]
+
+
 def task_spec(
     config: RunConfig, run: RunDir, role: str, index: int, task_file: Path
 ) -> TaskSpec:
@@ -122,15 +135,21 @@ def task_spec(
     settings: RoleResources = getattr(resources, role)
     slots = settings.gpus if role == "sim" else settings.gpus * resources.simulations_per_gpu
     env, pre_exec = role_environment(config, run, role)
+    ranks = getattr(settings, "ranks", 1)  # only the agent has ranks
+    executable = settings.python or sys.executable
+    arguments = ["-m", MODULES[role], "-c", str(task_file)]
+    if ranks > 1 and config.workflow.engine == "local":
+        executable, arguments = mpi_command(executable, ranks, arguments)
     return TaskSpec(
         role=role,
         index=index,
-        executable=settings.python or sys.executable,
-        arguments=["-m", MODULES[role], "-c", str(task_file)],
+        executable=executable,
+        arguments=arguments,
         workdir=task_file.parent,
         cpus=settings.cpus,
         gpus=slots,
         gpu_type="CUDA" if slots else "",  # RP then sets CUDA_VISIBLE_DEVICES (HIP honours it)
+        ranks=ranks,
         pre_exec=[*resources.pre_exec, *settings.pre_exec, *pre_exec],
         environment={**env, **resources.environment, **settings.environment},
     )
@@ -145,8 +164,9 @@ def prepare(config: RunConfig, start: float | None = None) -> TaskPlan:
             f"workflow.run_dir: cannot set up {config.workflow.run_dir}: {error.strerror or error} "
             f"({error.filename or ''}); choose a writable folder with free space"
         ) from None
-    deadline = (start or time.time()) + config.workflow.duration_s
-    return plan_tasks(config, run, deadline)
+    start = start or time.time()
+    record_job(run.jobs_file, start, config.workflow.on_existing)
+    return plan_tasks(config, run, start + config.workflow.duration_s)
 
 
 def preview_plan(config: RunConfig) -> TaskPlan:

@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ddmd_stream.atomic import atomic_write
@@ -21,10 +21,21 @@ def read_task_status(run: RunDir) -> dict[str, dict[str, Any]]:
     statuses = {}
     for path in sorted(run.tasks_dir.glob("*/status.json")):
         try:
-            statuses[path.parent.name] = json.loads(path.read_text())
+            status = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if isinstance(status, dict):
+            statuses[path.parent.name] = status
     return statuses
+
+
+def read_run_status(run: RunDir) -> Summary | None:
+    """The summary the launcher last wrote to RUN/status.json (None: none readable yet)."""
+    try:
+        summary = json.loads(run.status_file.read_text())["summary"]
+        return Summary(**summary)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -42,10 +53,44 @@ class Summary:
     catalog_version: int | None
     outliers: int | None
     min_rmsd: float | None
-    restarts: dict[str, int] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)  # per simulation, from outliers
+    starts: dict[str, int] = field(default_factory=dict)  # task_start events per task
+    ended: dict[str, int] = field(default_factory=dict)  # exit code of tasks now ended
+    fresh_s: float = 20.0  # a heartbeat younger than this says its task is running
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @classmethod
+    def empty(cls) -> Summary:
+        """Nothing known yet (no RUN/status.json)."""
+        return cls(0.0, 0.0, 0, 0, 0.0, 0, None, None, None, None, None)
+
+    def with_lives(self, lives: TaskLives) -> Summary:
+        """This summary with the starts, restarts and exits of `lives`."""
+        return replace(self, restarts=dict(lives.restarts), starts=dict(lives.starts),
+                       ended=dict(lives.ended))
+
+
+@dataclass
+class TaskLives:
+    """What the Monitor keeps of the tasks' events (read incrementally): starts, restarts from
+    outliers, and the exit code of each task whose last life ended."""
+
+    starts: dict[str, int] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    ended: dict[str, int] = field(default_factory=dict)
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            task, name = event.get("task", "?"), event["event"]
+            if name == "task_start":
+                self.starts[task] = self.starts.get(task, 0) + 1
+                self.ended.pop(task, None)
+            elif name == "restart":
+                self.restarts[task] = self.restarts.get(task, 0) + 1
+            elif name == "task_end":
+                self.ended[task] = event.get("code", 0)
 
 
 def summarize(
@@ -54,9 +99,11 @@ def summarize(
     started: float,
     deadline: float,
     statuses: dict[str, dict[str, Any]],
+    lives: TaskLives | None = None,
 ) -> Summary:
     now = time.time()
-    fresh = 3 * config.workflow.heartbeat_s + 5
+    fresh = fresh_s(config)
+    lives = lives or TaskLives()
 
     def of(role: str) -> list[dict[str, Any]]:
         return [s for name, s in statuses.items() if name.startswith(role + "-")]
@@ -70,7 +117,8 @@ def summarize(
     return Summary(
         elapsed_s=now - started,
         remaining_s=max(0.0, deadline - now),
-        sims_running=sum(now - s.get("time", 0) < fresh for s in sims),
+        sims_running=sum(now - s.get("time", 0) < fresh and s.get("task") not in lives.ended
+                         for s in sims),
         sims_total=config.simulation.num_simulations,
         ns_simulated=sum(s.get("ns", 0.0) for s in sims),
         frames_aggregated=sum(s.get("frames", 0) for s in aggs),
@@ -79,7 +127,13 @@ def summarize(
         catalog_version=_first(agent, "catalog_version"),
         outliers=_first(agent, "outliers"),
         min_rmsd=min(rmsds) if rmsds else None,
-    )
+        fresh_s=fresh,
+    ).with_lives(lives)
+
+
+def fresh_s(config: RunConfig) -> float:
+    """A heartbeat younger than this says its task is running."""
+    return 3 * config.workflow.heartbeat_s + 5
 
 
 def _first(statuses: list[dict[str, Any]], key: str) -> Any:
@@ -119,12 +173,10 @@ def write_status(run: RunDir, summary: Summary, statuses: dict[str, dict[str, An
     )
 
 
-def render(summary: Summary) -> Any:
-    """A rich table of the summary."""
-    from rich.table import Table
-
-    table = Table(title="ddmd_stream", show_header=False, expand=False)
-    rows = [
+def summary_rows(summary: Summary) -> list[tuple[str, str]]:
+    """(quantity, value) lines of the summary: the terminal view, `status` and the live page."""
+    restarts, starts = sum(summary.restarts.values()), sum(summary.starts.values())
+    return [
         ("elapsed / remaining", f"{summary.elapsed_s:6.0f} s / {summary.remaining_s:6.0f} s"),
         ("simulations running", f"{summary.sims_running} / {summary.sims_total}"),
         ("ns simulated", f"{summary.ns_simulated:.3f}"),
@@ -135,9 +187,78 @@ def render(summary: Summary) -> Any:
         ),
         ("catalog version (outliers)", f"{summary.catalog_version} ({summary.outliers})"),
         ("minimum RMSD so far (Å)", _fmt(summary.min_rmsd)),
+        ("restarts from outliers / task starts", f"{restarts} / {starts}"),
     ]
-    for key, value in rows:
+
+
+# starts: task_start events (over 1: started again by the engine, or sequential stages)
+TASK_COLUMNS = ("task", "state", "last heartbeat", "starts", "restarts", "progress")
+QUIET_KEYS = {"task", "pid", "time", "structure"}  # shown elsewhere, or too long for a cell
+
+
+def task_rows(
+    statuses: dict[str, dict[str, Any]], summary: Summary | None, now: float
+) -> list[tuple[str, ...]]:
+    """One line per task (`TASK_COLUMNS`): running, silent or ended; starts; its numbers."""
+    summary = summary or Summary.empty()
+    names = sorted({*statuses, *summary.starts}, key=_task_order)
+    rows = []
+    for name in names:
+        status = statuses.get(name, {})
+        beat = now - status["time"] if isinstance(status.get("time"), int | float) else None
+        rows.append((
+            name,
+            _task_state(name, beat, summary),
+            "-" if beat is None else f"{beat:.0f} s ago",
+            str(summary.starts.get(name, "-")),
+            str(summary.restarts.get(name, 0)) if name.startswith("sim-") else "-",
+            ", ".join(f"{k} {_cell(v)}" for k, v in status.items() if k not in QUIET_KEYS),
+        ))
+    return rows
+
+
+def _task_state(name: str, beat: float | None, summary: Summary) -> str:
+    if name in summary.ended:
+        code = summary.ended[name]
+        return "done" if code == 0 else f"ended (exit {code})"
+    if beat is None:
+        return "starting"
+    return "running" if beat < summary.fresh_s else "silent"
+
+
+def _task_order(name: str) -> tuple[int, str]:
+    from ddmd_stream.rundir import ROLES
+
+    role = name.rsplit("-", 1)[0]
+    return (ROLES.index(role) if role in ROLES else len(ROLES), name)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if value != value or value in (float("inf"), -float("inf")) else f"{value:.4g}"
+    return str(value)
+
+
+def render(summary: Summary) -> Any:
+    """A rich table of the summary."""
+    from rich.table import Table
+
+    table = Table(title="ddmd_stream", show_header=False, expand=False)
+    for key, value in summary_rows(summary):
         table.add_row(key, value)
+    return table
+
+
+def render_tasks(statuses: dict[str, dict[str, Any]], summary: Summary | None,
+                 now: float) -> Any:
+    """A rich table of `task_rows`."""
+    from rich.table import Table
+
+    table = Table(title="tasks", expand=False)
+    for column in TASK_COLUMNS:  # only the last column wraps: names and states stay whole
+        table.add_column(column, no_wrap=column != TASK_COLUMNS[-1], overflow="fold")
+    for row in task_rows(statuses, summary, now):
+        table.add_row(*row)
     return table
 
 
@@ -155,7 +276,12 @@ def log_line(summary: Summary) -> str:
 
 
 class Monitor(threading.Thread):
-    """Background thread: status.json, live view, stop conditions, deadline backstop."""
+    """Background thread: status.json, live view, live page, stop conditions, deadline backstop.
+
+    A failing tick (a status write, a bad heartbeat, a bug) is logged, never fatal: the thread
+    keeps ticking. The live page is drawn by a child process (`report.live.LivePageProcess`),
+    which the Monitor starts, watches and, at the end, asks for its final page.
+    """
 
     def __init__(
         self,
@@ -172,37 +298,92 @@ class Monitor(threading.Thread):
         self.live = sys.stdout.isatty() if live is None else live
         self.done = threading.Event()
         self.summary: Summary | None = None
+        self.lives = TaskLives()
+        self.ticks = 0  # completed ticks
+        self.failures = 0  # ticks or status writes that failed
+        self._events: Any = None  # report.tail.EventTail, made on the first tick
         self._last_log = 0.0
+        self._last_failure = ""
+        self.page = _live_page(run, config)
 
     def tick(self) -> Summary:
         statuses = read_task_status(self.run_dir)
-        self.summary = summarize(self.run_dir, self.config, self.started, self.deadline, statuses)
-        write_status(self.run_dir, self.summary, statuses)
+        self.lives.add(self._new_events())
+        self.summary = summarize(self.run_dir, self.config, self.started, self.deadline,
+                                 statuses, self.lives)
+        self._write_status(self.summary, statuses)
         reason = stop_reason(self.summary, self.config)
         if reason:
             request_stop(self.run_dir, reason)
         elif time.time() > self.deadline:
             request_stop(self.run_dir, "wall time reached")
+        if self.page is not None and not self.done.is_set():
+            self.page.keep_running()
+        self.ticks += 1
         return self.summary
+
+    def safe_tick(self) -> Summary | None:
+        """`tick`, with any error logged (once while it repeats) instead of raised."""
+        try:
+            return self.tick()
+        except Exception as error:
+            self._failed("monitor tick failed", error)
+            return None
+
+    def _new_events(self) -> list[dict[str, Any]]:
+        if self._events is None:
+            from ddmd_stream.report.tail import EventTail
+
+            self._events = EventTail(self.run_dir)
+        return self._events.read_new()
+
+    def _write_status(self, summary: Summary, statuses: dict[str, dict[str, Any]]) -> None:
+        try:
+            write_status(self.run_dir, summary, statuses)
+        except OSError as error:
+            self._failed(f"cannot write {self.run_dir.status_file}", error)
+
+    def _failed(self, what: str, error: Exception) -> None:
+        self.failures += 1
+        kind = f"{what}: {type(error).__name__}"
+        if kind != self._last_failure:  # a fault that repeats every tick is logged once
+            logger.warning("%s: %s (the monitor keeps going)", kind, error,
+                           exc_info=not isinstance(error, OSError))
+            self._last_failure = kind
 
     def run(self) -> None:
         if self.live:
             self._run_live()
             return
         while not self.done.wait(self.interval_s):
-            summary = self.tick()
-            if time.monotonic() - self._last_log > 15:
+            summary = self.safe_tick()
+            if summary is not None and time.monotonic() - self._last_log > 15:
                 logger.info("%s", log_line(summary))
                 self._last_log = time.monotonic()
 
     def _run_live(self) -> None:
         from rich.live import Live
 
-        with Live(render(self.tick()), refresh_per_second=1, transient=False) as live:
-            while not self.done.wait(self.interval_s):
-                live.update(render(self.tick()))
+        with Live(refresh_per_second=1, transient=False) as live:
+            while True:
+                summary = self.safe_tick()
+                if summary is not None:
+                    live.update(render(summary))
+                if self.done.wait(self.interval_s):
+                    return
 
     def stop(self) -> None:
         self.done.set()
         self.join(timeout=10)
-        self.tick()
+        self.safe_tick()
+        if self.page is not None:
+            self.page.finish()
+
+
+def _live_page(run: RunDir, config: RunConfig) -> Any:
+    """The updater of RUN/report/index.html, or None when `workflow.live_page_s` is none."""
+    if config.workflow.live_page_s is None:
+        return None
+    from ddmd_stream.report.live import LivePageProcess
+
+    return LivePageProcess(run, config.workflow.live_page_s)

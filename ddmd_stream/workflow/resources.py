@@ -10,6 +10,11 @@ Everything RADICAL writes goes under `RUN/radical/` (see `radical_root`):
 - `RUN/radical/radical.pilot.sandbox/<session id>/pilot.0000/`: the pilot agent's sandbox.
 - `RUN/radical/tmp/` (local runs): RADICAL's temp files (`TMPDIR`; tasks keep the original).
 - `RUN/radical/lfs/` (local runs): node-local scratch of the fake node.
+
+Start-up and CPU settings (`tuning_enabled`; docs/scaling.md "RADICAL start-up"): RADICAL's
+profilers are off unless `RADICAL_PROFILE` is set, and a local pilot's agent starts without the
+bridges nothing in RADICAL-Pilot 1.103 reads (`agent_config`): every bridge is a process of its
+own, started one after another (~0.45 s each) and polling every 10 ms.
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ SANDBOX_DIR = "radical.pilot.sandbox"
 # profile._sync_ntp); without it every profiler asks 0.pool.ntp.org for the time.
 NTP_CACHE = "9999999999.0\n9999999999.0\n"
 LOOPBACK_HOST = "127.0.0.1"
+# `DDMD_RADICAL_TUNING=0` turns the start-up and CPU settings off (benchmarks/startup.py --compare)
+TUNING_ENV = "DDMD_RADICAL_TUNING"
+# Agent bridges of RADICAL-Pilot 1.103's agent_default.json that no agent code opens: raptor's
+# queue (we run no raptor tasks) and the client channels (the agent talks to the client through
+# the session's proxy queues).
+UNUSED_AGENT_BRIDGES = ("raptor_scheduling_queue", "client_pubsub", "client_queue")
+AGENT_CONFIG = "ddmd_stream"  # RUN/radical/.radical/pilot/configs/agent_ddmd_stream.json
 
 
 def radical_root(run_dir: Path) -> Path:
@@ -68,17 +80,51 @@ def local_gpus(resources: ResourcesConfig, plan: TaskPlan) -> int:
     return max(gpu_slots_per_node(resources), plan.total_gpus)
 
 
+def tuning_enabled() -> bool:
+    """Whether our RADICAL start-up and CPU settings apply (default; `DDMD_RADICAL_TUNING=0`
+    turns them off to measure what they bring)."""
+    return os.environ.get(TUNING_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def agent_config() -> dict:
+    """RADICAL-Pilot's default agent config without the bridges nothing reads.
+
+    Read from the installed RADICAL-Pilot (so its components and settings stay its own) and
+    written as `agent_<AGENT_CONFIG>.json` beside the resource override, which names it (an
+    inline dict would be turned into a string by RADICAL-Pilot's ResourceConfig)."""
+    import radical.utils as ru
+
+    config = ru.Config("radical.pilot", category="agent", name="default").as_dict()
+    for bridge in UNUSED_AGENT_BRIDGES:
+        config.get("bridges", {}).pop(bridge, None)
+    return config
+
+
 def local_resource_json(cores: int, gpus: int, sandbox: Path | None = None) -> dict:
     """User override of RADICAL's `local.localhost` (merged over the packaged one).
 
     With `sandbox`, the pilot sandbox and the node-local scratch (`lfs`, /tmp by default,
-    where RADICAL makes an empty `<session id>` folder) move under it.
+    where RADICAL makes an empty `<session id>` folder) move under it. With tuning on
+    (`tuning_enabled`), the agent starts with the lighter `agent_config`.
     """
     entry: dict = {"cores_per_node": cores, "gpus_per_node": gpus, "fake_resources": True}
     if sandbox is not None:
         entry["default_remote_workdir"] = str(sandbox)
         entry["lfs_path_per_node"] = str(sandbox / "lfs")
+    if tuning_enabled():
+        entry["agent_config"] = AGENT_CONFIG
+    entry["launch_methods"] = local_launch_methods()
     return {"localhost": entry}
+
+
+def local_launch_methods() -> dict:
+    """FORK, and MPIEXEC for MPI tasks (a multi-rank agent) with this environment's `bin` on
+    PATH: RADICAL-Pilot looks for mpiexec in the pilot's original environment, which lacks an
+    unactivated venv's `bin`, where the `mpich` wheel puts it (else the MPI task fails with
+    "no attribute _mpi_flavor")."""
+    bindir = Path(sys.executable).parent
+    return {"order": ["FORK", "MPIEXEC"], "FORK": {},
+            "MPIEXEC": {"pre_exec_cached": [f"export PATH={bindir}:$PATH"]}}
 
 
 def resource_override(resources: ResourcesConfig, plan: TaskPlan, sandbox: Path) -> dict:
@@ -112,8 +158,21 @@ def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
         # the client's rp.agent_cfg.* files and the agent's empty $TMPDIR/<session id> folder;
         # tasks get the original TMPDIR back (see task_tmpdir)
         env["TMPDIR"] = str(root / "tmp")
+    if tuning_enabled():
+        env.update(profiling_env())
     env.update(python_env())
     return env
+
+
+def profiling_env() -> dict[str, str]:
+    """RADICAL's profilers off, unless the user asked for them with `RADICAL_PROFILE`.
+
+    The default switch (`RADICAL_DEFAULT_PROFILE`) is used, not `RADICAL_PROFILE=False`: EnTK
+    copies all profiles at session close whenever `RADICAL_PROFILE` is set, whatever its value
+    (execman/rp/resource_manager.py `_terminate_resource_request`)."""
+    if "RADICAL_PROFILE" in os.environ:
+        return {}
+    return {"RADICAL_DEFAULT_PROFILE": "FALSE"}
 
 
 def task_tmpdir() -> str:
@@ -147,6 +206,9 @@ def write_radical_config(
     configs.mkdir(parents=True, exist_ok=True)
     target = configs / f"resource_{site}.json"
     target.write_text(json.dumps(resource_override(resources, plan, sandbox), indent=2) + "\n")
+    if is_local(resources) and tuning_enabled():
+        agent = configs / f"agent_{AGENT_CONFIG}.json"
+        agent.write_text(json.dumps(agent_config(), indent=2) + "\n")
     for base in (config_root, config_root / SANDBOX_DIR):  # client and agent RADICAL_BASE
         cache = base / ".radical" / "utils" / "ntp.cache"
         cache.parent.mkdir(parents=True, exist_ok=True)

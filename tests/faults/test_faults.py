@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,12 +19,15 @@ import psutil
 import pytest
 from conftest import SST_XML, start_launcher, stop_launcher, tiny_run, wait_for
 
+from ddmd_stream.accounting import account_run
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.ml.registry import latest_version, publish_model
+from ddmd_stream.rundir import RunDir
 from ddmd_stream.streams import read_store
 from ddmd_stream.workflow.cleanup import find_leftovers
 
 # longer wall time and restarts allowed; another seed than test_e2e
+FRAMES_IN_FLIGHT = 16  # per kill: the SST queue (8) and one flush interval of frames
 FAULT_RUN = {"workflow": {"duration_s": 420, "max_task_restarts": 2}, "simulation": {"seed": 11}}
 
 
@@ -123,6 +128,39 @@ def test_workflow_stops_cleanly_after_faults(workflow) -> None:
     restarts = [line for line in (run.parent / "launcher.log").read_text().splitlines()
                 if "task_restart" in line]
     assert len(restarts) >= len(ROLES)
+    # every frame accounted for: none twice; lost only what was in flight at a kill (a killed
+    # simulation's SST queue, QueueLimit 8; a killed aggregator's queues and unflushed frames)
+    for row in account_run(RunDir(run)):
+        assert row.duplicates == 0 and row.stored >= row.streamed - row.missing > 0, row
+        assert row.missing <= 2 * FRAMES_IN_FLIGHT, row
+
+
+def test_resumed_campaign_continues_models_catalog_and_frames(workflow) -> None:
+    """The next job (`--resume`, here on the local engine) carries on where the run stopped."""
+    run, launcher, _ = workflow
+    if launcher.poll() is None:  # the first job ends first (a clean stop)
+        (run / "STOP").write_text("stop\n")
+        assert launcher.wait(timeout=180) == 0
+    catalog_before, model_before = catalog_version(run), latest_version(run / "model")
+    streamed_before = {row.sim_id: row.streamed for row in account_run(RunDir(run))}
+    job = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch",
+                            str(run.parent / "config.yaml"), "--resume", "--engine", "local"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    advanced = wait_for(lambda: catalog_version(run) > catalog_before or job.poll() is not None,
+                        timeout_s=240, interval_s=1)
+    (run / "STOP").write_text("test: resumed job advanced\n")
+    output, _ = job.communicate(timeout=180)
+    assert advanced and job.returncode == 0, output[-3000:]
+    assert catalog_version(run) > catalog_before
+    model = latest_version(run / "model")
+    assert model is not None and model_before is not None and model[0] >= model_before[0]
+    logs = "".join((run / "tasks" / f"sim-000{i}" / "log").read_text() for i in (0, 1))
+    assert "resumed from the checkpoint" in logs
+    jobs = [json.loads(line) for line in (run / "jobs.jsonl").read_text().splitlines()]
+    assert [j["on_existing"] for j in jobs][-1] == "resume" and len(jobs) == 2
+    for row in account_run(RunDir(run)):
+        assert row.duplicates == 0 and row.streamed > streamed_before[row.sim_id], row
+        assert row.missing <= 2 * FRAMES_IN_FLIGHT, row
 
 
 # --------------------------------------------------------------------------- crashes in publishes

@@ -1,0 +1,162 @@
+"""What the engine itself costs: the same short run on the local engine and on RADICAL-EnTK.
+
+    python benchmarks/engine_overhead.py [--pairs 2] [--window-s 30] [--settle-s 5]
+
+Each pair launches startup.py's FAST_RUN (2 FS-peptide simulations on the CPU platform,
+1 aggregator, trainer, agent; SST) once per engine, alternating which goes first. Once every
+task has sent its first heartbeat and `--settle-s` more seconds passed, the CPU time of the
+run's processes is sampled over `--window-s` (psutil) and summed per kind: our tasks by role,
+RADICAL's `rp.*` processes (bridges, components, agent), the launcher (EnTK's threads live
+in it) and anything else of the run (shell wrappers, watchdogs). Frames stored per second
+are the aggregator's `write` events in the window. RADICAL runs with its defaults as
+ddmd_stream sets them (profiles off). Prints per engine and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from startup import FAST_RUN, SST_XML, record_first_heartbeats, task_events
+
+ROLES = ("sim", "aggregate", "train", "agent")
+KINDS = ("sim", "aggregate", "train", "agent", "rp.*", "launcher", "other")
+
+
+def process_kind(proc: psutil.Process, launcher_pid: int) -> str:
+    if proc.pid == launcher_pid:
+        return "launcher"
+    name, cmdline = proc.name(), " ".join(proc.cmdline())
+    if name.startswith("rp.") or "radical-pilot" in cmdline:
+        return "rp.*"
+    for role in ROLES:
+        if f"ddmd_stream.{role}" in cmdline:
+            return role
+    return "other"
+
+
+def cpu_by_process(run: Path, launcher: subprocess.Popen) -> dict[int, tuple[str, float]]:
+    """pid -> (kind, CPU seconds so far) of the launcher and every process of the run."""
+    from ddmd_stream.workflow.cleanup import find_leftovers
+
+    procs = {p.pid: p for p in find_leftovers(run)}
+    procs.setdefault(launcher.pid, psutil.Process(launcher.pid))
+    out = {}
+    for pid, proc in procs.items():
+        try:
+            times = proc.cpu_times()
+            out[pid] = (process_kind(proc, launcher.pid), times.user + times.system)
+        except psutil.Error:
+            continue
+    return out
+
+
+def frames_written(run: Path, start: float, end: float) -> int:
+    from ddmd_stream.events import read_events
+
+    total = 0
+    for path in (run / "tasks").glob("aggregator-*/events.jsonl"):
+        total += sum(int(e.get("frames", 0)) for e in read_events(path)
+                     if e.get("event") == "write" and start <= e.get("t", 0) < end)
+    return total
+
+
+def wait_all_running(run: Path, launcher: subprocess.Popen, expected: int) -> None:
+    beats: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    while len(beats) < expected or len(task_events(run)) < expected:
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"not all tasks started in {run}")
+        record_first_heartbeats(run, beats)
+        time.sleep(0.2)
+
+
+def measure(engine: str, tmp: Path, label: str, window_s: float, settle_s: float) -> dict:
+    run = tmp / f"run-{label}"
+    config = {**FAST_RUN, "workflow": {**FAST_RUN["workflow"], "engine": engine,
+                                       "run_dir": str(run)},
+              "streams": {**FAST_RUN["streams"], "adios_xml": str(SST_XML)}}
+    expected = config["simulation"]["num_simulations"] + 3
+    config_file = tmp / f"{label}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    with open(tmp / f"{label}.log", "w") as log:
+        launcher = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_all_running(run, launcher, expected)
+            time.sleep(settle_s)  # start-up transients (imports, minimization) settle
+            before, t0 = cpu_by_process(run, launcher), time.time()
+            time.sleep(window_s)  # the measurement window itself
+            after, t1 = cpu_by_process(run, launcher), time.time()
+            (run / "STOP").write_text("benchmark stop\n")
+            launcher.wait(timeout=300)
+        finally:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+    cores = {kind: 0.0 for kind in KINDS}
+    counts = {kind: 0 for kind in KINDS}
+    for pid, (kind, cpu) in after.items():
+        cores[kind] += (cpu - before.get(pid, (kind, 0.0))[1]) / (t1 - t0)
+        counts[kind] += 1
+    return {"engine": engine, "cores": cores, "processes": counts, "code": launcher.returncode,
+            "frames_per_s": frames_written(run, t0, t1) / (t1 - t0), "load": os.getloadavg()[0]}
+
+
+def print_results(results: list[dict]) -> None:
+    print(f"\n{'engine':<7} {'kind':<10} {'processes':>9} {'% of a core (median)':>21}")
+    medians: dict[str, dict[str, float]] = {}
+    for engine in ("local", "entk"):
+        rows = [r for r in results if r["engine"] == engine]
+        medians[engine] = {k: statistics.median(r["cores"][k] for r in rows) for k in KINDS}
+        medians[engine]["frames"] = statistics.median(r["frames_per_s"] for r in rows)
+        for kind in KINDS:
+            procs = max(r["processes"][kind] for r in rows)
+            print(f"{engine:<7} {kind:<10} {procs:9d} {100 * medians[engine][kind]:21.1f}")
+        engine_cpu = medians[engine]["rp.*"] + medians[engine]["launcher"]
+        print(f"{engine:<7} {'engine':<10} {'':>9} {100 * engine_cpu:21.1f}"
+              "   (rp.* + launcher; goal under EnTK: <= 10)")
+    for r in results:
+        print(f"  {r['engine']:<6} frames stored/s {r['frames_per_s']:7.2f}  sim cores "
+              f"{r['cores']['sim']:.2f}  exit {r['code']}  load average {r['load']:.1f}")
+    local, entk = medians["local"]["frames"], medians["entk"]["frames"]
+    print(f"frames stored per second: local {local:.2f}, EnTK {entk:.2f}; "
+          f"EnTK/local {entk / local if local else float('nan'):.3f} (goal >= 0.90)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--window-s", type=float, default=30.0)
+    parser.add_argument("--settle-s", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    print(f"FAST_RUN on local and EnTK, {args.pairs} pair(s), {args.window_s:.0f} s windows; "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ddmd-engine-overhead-") as scratch:
+        for pair in range(args.pairs):
+            for engine in ("local", "entk") if pair % 2 == 0 else ("entk", "local"):
+                results.append(measure(engine, Path(scratch), f"{engine}-{pair}",
+                                       args.window_s, args.settle_s))
+                r = results[-1]
+                print(f"  pair {pair} {engine}: {r['frames_per_s']:.2f} frames/s, rp.* "
+                      f"{100 * r['cores']['rp.*']:.1f} %, launcher "
+                      f"{100 * r['cores']['launcher']:.1f} %", flush=True)
+    print_results(results)
+    print(f"load average now {os.getloadavg()}")
+    return 0 if all(r["code"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Fan-in: one real aggregator keeps storing its other streams while one writer is SIGSTOPped.
+
+Writers are real `FrameWriter` processes over the shipped SST XML (a simulation's stream
+without the MD); the aggregator is the real task (`python -m ddmd_stream.aggregate`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import SST_XML, wait_for
+
+from ddmd_stream.streams import engine_type, read_store, stream_ready
+from ddmd_stream.workflow.local import start_task
+from ddmd_stream.workflow.prepare import prepare
+
+# A simulation-like writer: one frame (sim_id, step, wall_time, positions) every `delay` s
+# until STOP appears; then it closes and prints how many frames it wrote.
+WRITER = r"""
+import json, os, sys, time
+import numpy as np
+from ddmd_stream.streams import FrameWriter
+a = json.loads(sys.argv[1])
+w = FrameWriter(a["xml"], "SimulationOutput", a["path"], open_timeout_s=60,
+                stop_file=a["stop"])
+step = 0
+while not os.path.exists(a["stop"]):
+    w.write({"sim_id": np.full(1, a["sim"], np.int64), "step": np.full(1, step, np.int64),
+             "wall_time": np.full(1, time.time()), "positions": np.zeros((1, 22, 3), np.float32)})
+    step += 1
+    time.sleep(a["delay"])
+w.close()
+print(json.dumps({"frames": step}), flush=True)
+"""
+
+
+def start_writer(path: Path, sim: int, stop: Path, delay: float = 0.02) -> subprocess.Popen:
+    args = {"xml": str(SST_XML), "path": str(path), "sim": sim, "stop": str(stop),
+            "delay": delay}
+    return subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def test_stopped_writer_does_not_stall_the_others(make_config, processes) -> None:
+    config = make_config(workflow={"duration_s": 120}, simulation={"num_simulations": 3},
+                         aggregation={"flush_interval_s": 0.2, "idle_backoff_max_s": 0.1})
+    plan = prepare(config)
+    run, stop = config.workflow.run_dir, config.workflow.run_dir / "STOP"
+    store = run / "stream" / "agg-0000.bp"
+    paths = {i: run / "stream" / f"sim-{i:04d}" for i in range(3)}
+    writers = {i: start_writer(paths[i], i, stop) for i in range(3)}
+    processes.extend(writers.values())
+
+    def frames_of(sim: int) -> int:
+        try:
+            return int((read_store(store, ["sim_id"])["sim_id"] == sim).sum())
+        except Exception:  # no store yet, or a step being written
+            return 0
+
+    def others_grow_by(frames: int, timeout_s: float = 30) -> bool:
+        before = {i: frames_of(i) for i in (0, 2)}
+        return wait_for(lambda: all(frames_of(i) >= before[i] + frames for i in (0, 2)),
+                        timeout_s=timeout_s, interval_s=0.2)
+
+    # Writer 1 stops mid-handshake: its contact file is out, its open waits for a reader.
+    engine = engine_type(SST_XML, "SimulationOutput")
+    assert wait_for(lambda: stream_ready(paths[1], engine) is not None, timeout_s=30)
+    writers[1].send_signal(signal.SIGSTOP)
+    aggregator = start_task(next(s for s in plan.tasks if s.role == "aggregator"))
+    processes.append(aggregator)
+    try:
+        assert others_grow_by(40, timeout_s=60), "a writer stopped before its open stalled"
+        writers[1].send_signal(signal.SIGCONT)
+        assert wait_for(lambda: frames_of(1) > 20, timeout_s=60), "sim 1 never stored"
+
+        # Writer 1 stops mid-run.
+        writers[1].send_signal(signal.SIGSTOP)
+        assert others_grow_by(40), "a writer stopped mid-run stalled the others"
+        stalled = frames_of(1)
+        writers[1].send_signal(signal.SIGCONT)
+        assert wait_for(lambda: frames_of(1) > stalled + 20, timeout_s=30), "sim 1 not resumed"
+        assert aggregator.poll() is None
+    finally:
+        for writer in writers.values():
+            writer.send_signal(signal.SIGCONT)
+        stop.write_text("test\n")
+    written = {i: json.loads(w.communicate(timeout=60)[0])["frames"] for i, w in writers.items()}
+    assert aggregator.wait(timeout=60) == 0
+    stored = read_store(store, ["sim_id", "step"])
+    ids = list(zip(stored["sim_id"].tolist(), stored["step"].tolist(), strict=True))
+    assert len(set(ids)) == len(ids), "a frame was stored twice"
+    counts = {i: int(np.sum(stored["sim_id"] == i)) for i in range(3)}
+    assert counts == written, "frames lost"
+
+
+def test_crashed_reader_process_reconnects(tmp_path: Path, processes) -> None:
+    """A pump killed mid-stream (as by a segfault in ADIOS) costs only the frames in flight:
+    the poller reopens the stream of a live writer in a new pump."""
+    from ddmd_stream.streams import StreamPoller
+
+    path, stop = tmp_path / "sim-0000", tmp_path / "STOP"
+    writer = start_writer(path, 0, stop)
+    processes.append(writer)
+    poller = StreamPoller(SST_XML, "SimulationOutput", {0: path}, open_timeout_s=30)
+    steps: list[int] = []
+
+    def read_until(count: int) -> bool:
+        def enough() -> bool:
+            steps.extend(s for _, batch in poller.poll() for s in batch["step"].tolist())
+            return len(steps) >= count
+        return wait_for(enough, timeout_s=60, interval_s=0.02)
+
+    try:
+        assert read_until(20)
+        first_pump = poller.sources[0].pump.process
+        os.kill(first_pump.pid, signal.SIGKILL)
+        killed_at = len(steps)
+        assert read_until(killed_at + 40), "stream not reopened after its reader crashed"
+        assert poller.sources[0].pump.process is not first_pump
+        assert poller.sources[0].deaths == 0 and poller.open_count == 1
+        assert steps == sorted(set(steps)), "a frame came twice or out of order"
+    finally:
+        stop.write_text("test\n")
+        writer.communicate(timeout=60)
+        poller.close()
