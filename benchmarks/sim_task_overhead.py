@@ -26,7 +26,7 @@ time over its MD time in the segment), which machine load does not blur. Targets
 50 ps, <= 1 % at 0.5 ps.
 
 Duration: a 50 ps frame is 25,000 steps, 110-190 s of FSD-EY MD on one core of the 2-core
-development VM, so the default invocation (5 pairs per interval) takes 30-40 min there
+development VM, so the default invocation (5 pairs per interval) takes 25-40 min there
 (--budget-min caps it); --quick (0.5 ps only, 3 pairs) about 4 min. Wall-time ratios of
 single runs on a shared machine scatter by far more than 0.1 %: read the median over pairs
 beside the in-task accounting.

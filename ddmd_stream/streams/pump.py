@@ -21,8 +21,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.util
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ warnings.filterwarnings("ignore", r".* found in sys\.modules after import of pac
 
 MAX_BATCHES_PER_MESSAGE = 8  # steps a pump sends at once, then waits for the poller's ack
 IDLE_SLEEP_S = (0.005, 0.05)  # a pump with nothing to read sleeps from this to this long
+MAX_SOCKET_DIR_CHARS = 60  # room for pymp-XXXX/listener-XXXX in a 108-byte AF_UNIX path
 STOP_GRACE_S = 5.0  # a stopped pump that does not exit by then is killed (stuck in ADIOS)
 
 
@@ -73,7 +77,19 @@ def start_forkserver() -> None:
     """Start the pumps' forkserver now (importing adios2 takes seconds on a busy machine), so
     the first stream opens without waiting for it."""
     _context()
+    _short_socket_dir()
     multiprocessing.forkserver.ensure_running()
+
+
+def _short_socket_dir() -> None:
+    """The forkserver listens on a Unix socket in multiprocessing's temporary folder, whose
+    path must stay under ~100 bytes; a task's TMPDIR on node-local scratch can be longer."""
+    config = multiprocessing.current_process()._config  # where multiprocessing caches it
+    if "tempdir" in config or len(tempfile.gettempdir()) <= MAX_SOCKET_DIR_CHARS:
+        return
+    short = tempfile.mkdtemp(prefix="pymp-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    config["tempdir"] = short
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(short, True), exitpriority=-100)
 
 
 class StreamPump:
