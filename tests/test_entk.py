@@ -167,18 +167,19 @@ def test_kill_leftovers_stops_run_processes_only(tmp_path: Path) -> None:
     (run_dir / "tasks" / "sim-0000").mkdir(parents=True)
     (run_dir / "radical").mkdir()
     other.mkdir()
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(60)")
     procs = [
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                          cwd=run_dir / "tasks" / "sim-0000", start_new_session=True),
         subprocess.Popen([sys.executable, "-c", stubborn, str(run_dir / "radical" / "x.json")],
-                         start_new_session=True),
+                         start_new_session=True, stdout=subprocess.PIPE, text=True),
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(other)],
                          cwd=other, start_new_session=True),
     ]
     record_process(run_dir / "tasks" / "sim-0000", procs[0].pid)  # a task; [1]: RADICAL's
     try:
-        time.sleep(0.5)  # let the SIGTERM handler be installed
+        assert procs[1].stdout.readline().strip() == "ready"  # its SIGTERM handler is set
         killed = kill_leftovers(run_dir, grace_s=1)
         assert sorted(killed) == sorted(p.pid for p in procs[:2])
         assert [p.wait(5) is not None for p in procs[:2]] == [True, True]

@@ -5,6 +5,8 @@
 - `timeline.png`: a lane per task, colour per component; restarts and publishes marked
 - `table.md`, `table.csv`: per component, like Table 2 of the DeepDriveMD-S paper
 - `io.md`: ADIOS I/O time shares, frames and bytes streamed
+- in `report.md` / `index.html`: the frame accounting per simulation (`accounting.py`) and, for
+  a campaign of several jobs, where each began (also dashed lines on the timeline)
 - `rmsd_windows.png`, `min_rmsd.png`, `agent_cycles.png`, `training_loss.png`
 - `summary.json` (every number above), `report.md` and `index.html` tying it together
 
@@ -20,6 +22,8 @@ Modules, in the order `build_report` uses them:
 | `plots.py` | `draw_figures`: every PNG of `FIGURES` |
 | `render.py` | `write_pages`: tables, summary.json, report.md, index.html from the summary |
 | `__main__.py` | `python -m ddmd_stream.report RUN_DIR [--out DIR]` |
+| `tail.py` | incremental readers (new event lines, new store steps) for the live page |
+| `live.py` | `python -m ddmd_stream.report.live RUN`: the launcher's child that keeps `index.html` current while a run goes (`workflow.live_page_s`) |
 
 Nothing is timed while reporting: the recorder overhead uses `metrics.EVENT_COST_US`, measured
 by `benchmarks/event_overhead.py`.
