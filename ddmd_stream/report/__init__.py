@@ -23,7 +23,7 @@ Modules, in the order `build_report` uses them:
 | `render.py` | `write_pages`: tables, summary.json, report.md, index.html from the summary |
 | `__main__.py` | `python -m ddmd_stream.report RUN_DIR [--out DIR]` |
 | `tail.py` | incremental readers (new event lines, new store steps) for the live page |
-| `live.py` | `python -m ddmd_stream.report.live RUN`: the launcher's child that keeps `index.html` current while a run goes (`workflow.live_page_s`) |
+| `live.py` | the launcher's child that keeps `index.html` current (`workflow.live_page_s`) |
 
 Nothing is timed while reporting: the recorder overhead uses `metrics.EVENT_COST_US`, measured
 by `benchmarks/event_overhead.py`.
