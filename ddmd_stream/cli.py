@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,46 +40,16 @@ class Command:
     run: Callable[[list[str]], int]
 
 
-def _launch(argv: list[str]) -> int:
-    from ddmd_stream.launch import main
+def _main_of(module: str, *before: str) -> Callable[[list[str]], int]:
+    """A command running `module`'s `main` (imported only when run) on `before` + argv."""
 
-    return main(argv)
+    def run(argv: list[str]) -> int:
+        return importlib.import_module(module).main([*before, *argv])
 
-
-def _report(argv: list[str]) -> int:
-    from ddmd_stream.report.__main__ import main
-
-    return main(argv)
+    return run
 
 
-def _status(argv: list[str]) -> int:
-    from ddmd_stream.status import main
-
-    return main(argv)
-
-
-def _export(argv: list[str]) -> int:
-    from ddmd_stream.export import main
-
-    return main(argv)
-
-
-def _lineage(argv: list[str]) -> int:
-    from ddmd_stream.lineage import main
-
-    return main(argv)
-
-
-def _streams(argv: list[str]) -> int:
-    from ddmd_stream.streams.__main__ import main
-
-    return main(argv)
-
-
-def _config(argv: list[str]) -> int:
-    from ddmd_stream.config.__main__ import main
-
-    return main(argv)
+_launch = _main_of("ddmd_stream.launch")
 
 
 def _presets(argv: list[str]) -> int:
@@ -101,17 +72,20 @@ COMMANDS: dict[str, Command] = {
                      lambda argv: _launch([*argv, "--check"])),
     "plan": Command("print the task plan of a config (launch --dry-run)",
                     lambda argv: _launch([*argv, "--dry-run"])),
-    "report": Command("write a run's report (RUN_DIR/report/index.html)", _report),
+    "report": Command("write a run's report (RUN_DIR/report/index.html)",
+                      _main_of("ddmd_stream.report.__main__")),
     "status": Command("print where a run stands: summary and tasks (from status.json)",
-                      _status),
-    "export": Command("write a run's trajectories, lineage.csv and outlier PDBs", _export),
-    "lineage": Command("print a run's restarts (where each came from) as CSV", _lineage),
+                      _main_of("ddmd_stream.status")),
+    "export": Command("write a run's trajectories, lineage.csv and outlier PDBs",
+                      _main_of("ddmd_stream.export")),
+    "lineage": Command("print a run's restarts (where each came from) as CSV",
+                       _main_of("ddmd_stream.lineage")),
     "ls": Command("list the variables, steps and frames of a BP store",
-                  lambda argv: _streams(["ls", *argv])),
+                  _main_of("ddmd_stream.streams.__main__", "ls")),
     "verify": Command("every frame streamed vs stored, per simulation; exit 1 on a loss",
-                      lambda argv: _streams(["verify", *argv])),
+                      _main_of("ddmd_stream.streams.__main__", "verify")),
     "schema": Command("print a documented example config (every field)",
-                      lambda argv: _config(["schema", *argv])),
+                      _main_of("ddmd_stream.config.__main__", "schema")),
     "presets": Command("list the packaged launch presets (NAME PATH)", _presets),
 }
 
