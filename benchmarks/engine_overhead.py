@@ -1,6 +1,6 @@
 """What the engine itself costs: the same short run on the local engine and on RADICAL-EnTK.
 
-    python benchmarks/engine_overhead.py [--pairs 2] [--window-s 30] [--settle-s 5]
+    python benchmarks/engine_overhead.py [--pairs 2] [--window-s 30] [--settle-s 5] [--untuned]
 
 Each pair launches startup.py's FAST_RUN (2 FS-peptide simulations on the CPU platform,
 1 aggregator, trainer, agent; SST) once per engine, alternating which goes first. Once every
@@ -9,7 +9,8 @@ run's processes is sampled over `--window-s` (psutil) and summed per kind: our t
 RADICAL's `rp.*` processes (bridges, components, agent), the launcher (EnTK's threads live
 in it) and anything else of the run (shell wrappers, watchdogs). Frames stored per second
 are the aggregator's `write` events in the window. RADICAL runs with its defaults as
-ddmd_stream sets them (profiles off). Prints per engine and their ratio.
+ddmd_stream sets them (profiles off, workflow/radical_patches.py); --untuned adds a third arm,
+EnTK with `DDMD_RADICAL_TUNING=0` (RADICAL as shipped). Prints per arm and the ratios.
 """
 
 from __future__ import annotations
@@ -82,8 +83,13 @@ def wait_all_running(run: Path, launcher: subprocess.Popen, expected: int) -> No
         time.sleep(0.2)
 
 
-def measure(engine: str, tmp: Path, label: str, window_s: float, settle_s: float) -> dict:
+UNTUNED = "entk-untuned"  # arm: EnTK with DDMD_RADICAL_TUNING=0
+
+
+def measure(arm: str, tmp: Path, label: str, window_s: float, settle_s: float) -> dict:
     run = tmp / f"run-{label}"
+    engine = "local" if arm == "local" else "entk"
+    env = {**os.environ, "DDMD_RADICAL_TUNING": "0" if arm == UNTUNED else "1"}
     config = {**FAST_RUN, "workflow": {**FAST_RUN["workflow"], "engine": engine,
                                        "run_dir": str(run)},
               "streams": {**FAST_RUN["streams"], "adios_xml": str(SST_XML)}}
@@ -92,7 +98,8 @@ def measure(engine: str, tmp: Path, label: str, window_s: float, settle_s: float
     config_file.write_text(yaml.safe_dump(config))
     with open(tmp / f"{label}.log", "w") as log:
         launcher = subprocess.Popen([sys.executable, "-m", "ddmd_stream.launch", str(config_file)],
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=env)
         try:
             wait_all_running(run, launcher, expected)
             time.sleep(settle_s)  # start-up transients (imports, minimization) settle
@@ -110,29 +117,35 @@ def measure(engine: str, tmp: Path, label: str, window_s: float, settle_s: float
     for pid, (kind, cpu) in after.items():
         cores[kind] += (cpu - before.get(pid, (kind, 0.0))[1]) / (t1 - t0)
         counts[kind] += 1
-    return {"engine": engine, "cores": cores, "processes": counts, "code": launcher.returncode,
+    return {"engine": arm, "cores": cores, "processes": counts, "code": launcher.returncode,
             "frames_per_s": frames_written(run, t0, t1) / (t1 - t0), "load": os.getloadavg()[0]}
 
 
-def print_results(results: list[dict]) -> None:
-    print(f"\n{'engine':<7} {'kind':<10} {'processes':>9} {'% of a core (median)':>21}")
+def print_results(results: list[dict], arms: list[str]) -> None:
+    print(f"\n{'engine':<12} {'kind':<10} {'processes':>9} {'% of a core (median)':>21}")
     medians: dict[str, dict[str, float]] = {}
-    for engine in ("local", "entk"):
+    for engine in arms:
         rows = [r for r in results if r["engine"] == engine]
         medians[engine] = {k: statistics.median(r["cores"][k] for r in rows) for k in KINDS}
         medians[engine]["frames"] = statistics.median(r["frames_per_s"] for r in rows)
         for kind in KINDS:
             procs = max(r["processes"][kind] for r in rows)
-            print(f"{engine:<7} {kind:<10} {procs:9d} {100 * medians[engine][kind]:21.1f}")
+            print(f"{engine:<12} {kind:<10} {procs:9d} {100 * medians[engine][kind]:21.1f}")
         engine_cpu = medians[engine]["rp.*"] + medians[engine]["launcher"]
-        print(f"{engine:<7} {'engine':<10} {'':>9} {100 * engine_cpu:21.1f}"
+        print(f"{engine:<12} {'engine':<10} {'':>9} {100 * engine_cpu:21.1f}"
               "   (rp.* + launcher; goal under EnTK: <= 10)")
     for r in results:
-        print(f"  {r['engine']:<6} frames stored/s {r['frames_per_s']:7.2f}  sim cores "
+        print(f"  {r['engine']:<12} frames stored/s {r['frames_per_s']:7.2f}  sim cores "
               f"{r['cores']['sim']:.2f}  exit {r['code']}  load average {r['load']:.1f}")
     local, entk = medians["local"]["frames"], medians["entk"]["frames"]
     print(f"frames stored per second: local {local:.2f}, EnTK {entk:.2f}; "
           f"EnTK/local {entk / local if local else float('nan'):.3f} (goal >= 0.90)")
+    if UNTUNED in medians:
+        untuned = medians[UNTUNED]
+        print(f"EnTK untuned: frames stored/s {untuned['frames']:.2f}, EnTK/local "
+              f"{untuned['frames'] / local if local else float('nan'):.3f}; rp.* "
+              f"{100 * untuned['rp.*']:.1f} vs {100 * medians['entk']['rp.*']:.1f} % of a core "
+              "untuned vs tuned")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,20 +153,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--window-s", type=float, default=30.0)
     parser.add_argument("--settle-s", type=float, default=5.0)
+    parser.add_argument("--untuned", action="store_true",
+                        help=f"add the arm {UNTUNED} (DDMD_RADICAL_TUNING=0)")
     args = parser.parse_args(argv)
+    arms = ["local", "entk", *([UNTUNED] if args.untuned else [])]
     print(f"FAST_RUN on local and EnTK, {args.pairs} pair(s), {args.window_s:.0f} s windows; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="ddmd-engine-overhead-") as scratch:
         for pair in range(args.pairs):
-            for engine in ("local", "entk") if pair % 2 == 0 else ("entk", "local"):
+            for engine in arms[pair % len(arms):] + arms[:pair % len(arms)]:
                 results.append(measure(engine, Path(scratch), f"{engine}-{pair}",
                                        args.window_s, args.settle_s))
                 r = results[-1]
                 print(f"  pair {pair} {engine}: {r['frames_per_s']:.2f} frames/s, rp.* "
                       f"{100 * r['cores']['rp.*']:.1f} %, launcher "
                       f"{100 * r['cores']['launcher']:.1f} %", flush=True)
-    print_results(results)
+    print_results(results, arms)
     print(f"load average now {os.getloadavg()}")
     return 0 if all(r["code"] == 0 for r in results) else 1
 

@@ -464,8 +464,13 @@ def test_store_reader_reads_each_step_once_across_writer_restarts(tmp_path: Path
 # --------------------------------------------------------------------------- inspection CLI
 
 
-def _small_store(path: Path) -> None:
-    with FrameWriter(BP5_XML, "AggregatorOutput", path) as writer:
+def _small_store(path: Path, engine: str = "BP5") -> None:
+    xml = BP5_XML
+    if engine != "BP5":
+        xml = path.with_name(f"{engine}.xml")
+        xml.write_text(f'<adios-config><io name="AggregatorOutput"><engine type="{engine}"/>'
+                       "</io></adios-config>")
+    with FrameWriter(xml, "AggregatorOutput", path) as writer:
         for step in range(3):
             writer.write({"sim_id": np.array([0, 1], np.int32),
                           "positions": np.full((2, 4, 3), step, np.float32)})
@@ -476,9 +481,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_cli_ls_and_export(tmp_path: Path) -> None:
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("engine", ["BP5", "BP4"])
+def test_cli_ls_and_export(tmp_path: Path, engine: str) -> None:
     store = tmp_path / "agg-0000.bp"
-    _small_store(store)
+    _small_store(store, engine)
     done = _cli("ls", str(store))
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines()}
@@ -501,6 +508,7 @@ def test_cli_ls_and_export(tmp_path: Path) -> None:
     with h5py.File(h5) as data:
         assert sorted(data) == ["positions", "sim_id"]
         assert data["sim_id"][:].tolist() == [0, 1] * 3
+    assert read_rows(store, 2, [1, 0], ["positions"])["positions"][:, 0, 0].tolist() == [2, 2]
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -147,9 +147,10 @@ def _iter_store(
 
 
 @contextmanager
-def _reading_xml(xml: Path | None, io_name: str, engine: str = "BP5") -> Iterator[Path]:
+def _reading_xml(xml: Path | None, io_name: str, engine: str = "File") -> Iterator[Path]:
     """`xml`, or when None a throwaway XML that reads `io_name` with `engine` (for tools given
-    only a store path)."""
+    only a store path; ADIOS's "File" engine detects the BP version, a BP5 reader given a BP4
+    store waits forever)."""
     if xml is not None:
         yield Path(xml)
         return
@@ -280,7 +281,7 @@ def describe_store(path: Path) -> list[tuple[str, str, str, int, int]]:
     Any BP version: read with ADIOS's "File" engine, which detects it (a BP5 reader given a
     BP4 store waits for BP5 metadata that never comes)."""
     rows: dict[str, list] = {}
-    with _reading_xml(None, "AggregatorOutput", engine="File") as xml:
+    with _reading_xml(None, "AggregatorOutput") as xml:
         for batch in _iter_store(path, None, xml, "AggregatorOutput"):
             for name, array in batch.items():
                 row = rows.setdefault(name, [name, str(array.dtype), str(array.shape[1:]), 0, 0])

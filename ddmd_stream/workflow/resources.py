@@ -39,6 +39,8 @@ NTP_CACHE = "9999999999.0\n9999999999.0\n"
 LOOPBACK_HOST = "127.0.0.1"
 # `DDMD_RADICAL_TUNING=0` turns the start-up and CPU settings off (benchmarks/startup.py --compare)
 TUNING_ENV = "DDMD_RADICAL_TUNING"
+# sitecustomize for RADICAL's processes (patches_env)
+RADICAL_SITE = Path(__file__).resolve().parents[1] / "data" / "radical_site"
 # Agent bridges of RADICAL-Pilot 1.103's agent_default.json that no agent code opens: raptor's
 # queue (we run no raptor tasks) and the client channels (the agent talks to the client through
 # the session's proxy queues).
@@ -160,8 +162,16 @@ def radical_env(root: Path, resources: ResourcesConfig) -> dict[str, str]:
         env["TMPDIR"] = str(root / "tmp")
     if tuning_enabled():
         env.update(profiling_env())
+        env.update(patches_env())
     env.update(python_env())
     return env
+
+
+def patches_env() -> dict[str, str]:
+    """`PYTHONPATH` with the folder whose `sitecustomize` patches RADICAL's own processes
+    (workflow/radical_patches.py); other processes only pass through it."""
+    path = [str(RADICAL_SITE), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in path if p))}
 
 
 def profiling_env() -> dict[str, str]:

@@ -1,0 +1,241 @@
+"""Guarded patches of RADICAL-Pilot 1.103 / radical.utils 1.103 inside RADICAL's own processes.
+
+RADICAL-Pilot runs every bridge and component as a Python process of its own. They reach this
+module through `ddmd_stream/data/radical_site/sitecustomize.py`, which the launcher puts on
+`PYTHONPATH` for an EnTK run (workflow/resources.py `radical_env`; `DDMD_RADICAL_TUNING=0`
+turns it off) and which calls `install_for(program)` in processes started as `radical-pilot-*`.
+The launcher calls `install_for("launcher")` itself. Each patch checks what it wraps and logs a
+warning instead when RADICAL's internals changed (docs/scaling.md "RADICAL-EnTK start-up").
+
+- `long_poll_queues`: a queue bridge answers a `get` from an idle queue at once with nothing,
+  so every component input ping-pongs with its bridge ~100 times a second (~2 % of a core per
+  process pair). The bridge now holds such a request until a message comes or `HOLD_S` passed.
+  Only in bridge processes: EnTK's in-process queue serves several threads with several queue
+  names through one getter that waits without a timeout, which a held request would stall.
+- `slow_idle_pubsubs`: pubsub bridges wake every 10 ms to check for their stop flag; every
+  `IDLE_S` now (messages are forwarded the moment they come either way).
+- `parallel_process_starts`: `ComponentManager` starts bridges and components one after
+  another, each `radical-pilot-*` call waiting ~0.45 s for the new process to import
+  radical.pilot; the calls now start at once and are waited for together.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import logging
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+# Longest a queue bridge holds a get request on an empty queue (RADICAL's getters wait 200 or
+# 500 ms for an answer before asking again).
+HOLD_S = 0.5
+# How often an idle pubsub bridge looks at its stop flag (RADICAL: 10 ms).
+IDLE_S = 0.1
+
+_pending: dict[str, Callable[[ModuleType], None]] = {}  # module -> patch, not yet imported
+_done: set[str] = set()
+
+
+def install_for(program: str) -> None:
+    """The patches for `program` (`radical-pilot-bridge`, another `radical-pilot-*` program, or
+    "launcher"): applied to the modules already imported, the others as they get imported."""
+    patches = BRIDGE_PATCHES if program == "radical-pilot-bridge" else START_PATCHES
+    for name, patch in patches.items():
+        if name in _done or name in _pending:
+            continue
+        if name in sys.modules:
+            _apply(name, patch, sys.modules[name])
+        else:
+            _pending[name] = patch
+    if _pending and not any(isinstance(f, _PatchingFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchingFinder())
+
+
+def _apply(name: str, patch: Callable[[ModuleType], None], module: ModuleType) -> None:
+    _done.add(name)
+    try:
+        patch(module)
+    except Exception:  # never break RADICAL over a patch
+        logger.warning("could not patch %s (RADICAL internals changed?)", name, exc_info=True)
+
+
+class _PatchingFinder(importlib.abc.MetaPathFinder):
+    """Runs the pending patch of a module right after the module is executed."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in _pending:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, execute = spec.loader, spec.loader.exec_module
+
+        def exec_and_patch(module: ModuleType) -> None:
+            execute(module)
+            _apply(fullname, _pending.pop(fullname), module)
+
+        loader.exec_module = exec_and_patch
+        return spec
+
+
+# --- queue bridges -------------------------------------------------------------------------
+
+
+def long_poll_queues(module: ModuleType) -> None:
+    """radical.utils.zmq.queue.Queue._bridge_work, with empty answers held back (see HOLD_S)."""
+    queue_cls = module.Queue
+    _require(queue_cls, "_bridge_work", "_bridge_initialize")
+    _require(module, "no_intr", "from_msgpack", "to_msgpack", "as_string")
+    queue_cls._bridge_work = _long_poll_bridge_work
+
+
+def _long_poll_bridge_work(self) -> None:
+    import zmq
+    from radical.utils.zmq import queue as q
+
+    both = zmq.Poller()
+    both.register(self._put, zmq.POLLIN)
+    both.register(self._get, zmq.POLLIN)
+    self.nin, self.nout, self.last = 0, 0, 0
+    buf: dict[str, list] = {}
+    held, deadline = None, 0.0  # the qname of the request we have not answered yet
+    try:
+        while not self._term.is_set():
+            if held is None:
+                events = dict(q.no_intr(both.poll, timeout=int(IDLE_S * 1000)))
+            else:
+                wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+                events = dict(q.no_intr(self._poll_put.poll, timeout=wait_ms))
+            if self._put in events:
+                _receive_put(self, q, buf)
+            if held is None and self._get in events:
+                with self._lock:
+                    held = q.as_string(q.no_intr(self._get.recv)) or "default"
+                deadline = time.monotonic() + HOLD_S
+            if held is not None and (buf.get(held) or time.monotonic() >= deadline):
+                _answer_get(self, q, buf, held)
+                held = None
+    except Exception:
+        self._log.exception("bridge failed")
+
+
+def _receive_put(bridge, q: ModuleType, buf: dict[str, list]) -> None:
+    with bridge._lock:
+        data = list(q.no_intr(bridge._put.recv_multipart))
+    if len(data) != 2:
+        raise RuntimeError(f"{len(data)} frames unsupported")
+    qname = q.as_string(q.from_msgpack(data[0]))
+    msgs = q.from_msgpack(data[1])
+    buf.setdefault(qname, []).extend(msgs)
+    bridge.nin += len(msgs)
+
+
+def _answer_get(bridge, q: ModuleType, buf: dict[str, list], qname: str) -> None:
+    msgs = buf.get(qname, [])[: bridge._bulk_size]
+    q.no_intr(bridge._get.send_multipart, [q.to_msgpack(qname), q.to_msgpack(msgs)])
+    bridge.nout += len(msgs)
+    bridge.last = time.time()
+    if msgs:
+        del buf[qname][: bridge._bulk_size]
+
+
+# --- pubsub bridges ------------------------------------------------------------------------
+
+
+def slow_idle_pubsubs(module: ModuleType) -> None:
+    """radical.utils.zmq.pubsub.PubSub._bridge_work, looking at its stop flag every IDLE_S."""
+    _require(module.PubSub, "_bridge_work")
+    module.PubSub._bridge_work = _pubsub_bridge_work
+
+
+def _pubsub_bridge_work(self) -> None:
+    while not self._term.is_set():
+        socks = dict(self._poll.poll(timeout=int(IDLE_S * 1000)))
+        if self._xsub in socks:  # a subscription: forward it to the publishers' side
+            self._xpub.send(self._xsub.recv())
+        if self._xpub in socks:  # a message: forward it to the subscribers
+            self._xsub.send(self._xpub.recv())
+
+
+# --- process starts ------------------------------------------------------------------------
+
+
+def parallel_process_starts(module: ModuleType) -> None:
+    """ComponentManager's `radical-pilot-*` calls start at once; `_wait_startup` waits for all.
+
+    Inside radical.pilot.utils.component_manager, `ru` becomes a stand-in whose `sh_callout`
+    starts the command and returns success at once; the starts of one thread are collected and
+    checked (exit code, stderr) before the original `_wait_startup` waits for the processes'
+    start-up messages, as it did before.
+    """
+    manager = module.ComponentManager
+    _require(manager, "start_bridges", "start_components", "_wait_startup")
+    _require(module.ru, "sh_callout")
+    starts = _PendingStarts()
+    module.ru = _RadicalUtilsWithAsyncCallout(module.ru, starts)
+    wait_startup = manager._wait_startup
+
+    def wait_for_starts_then_startup(self, uids, timeout):
+        starts.wait_all(timeout)
+        return wait_startup(self, uids, timeout)
+
+    manager._wait_startup = wait_for_starts_then_startup
+
+
+class _PendingStarts(threading.local):
+    """The `radical-pilot-*` processes this thread started and has not waited for yet."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, cmd: str, cwd: str | None) -> None:
+        proc = subprocess.Popen(shlex.split(cmd), cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.running.append((cmd, proc))
+
+    def wait_all(self, timeout: float) -> None:
+        running, self.running = self.running, []
+        failed = []
+        for cmd, proc in running:
+            out, err = proc.communicate(timeout=timeout)
+            if proc.returncode:
+                failed.append(f"{cmd}: exit {proc.returncode} [{out.strip()}] [{err.strip()}]")
+        if failed:
+            raise RuntimeError("process startup failed: " + "; ".join(failed))
+
+
+class _RadicalUtilsWithAsyncCallout:
+    """`radical.utils` as component_manager sees it, except for a non-blocking sh_callout."""
+
+    def __init__(self, ru: ModuleType, starts: _PendingStarts) -> None:
+        self._ru, self._starts = ru, starts
+
+    def __getattr__(self, name: str):
+        return getattr(self._ru, name)
+
+    def sh_callout(self, cmd: str, cwd: str | None = None, **_: object) -> tuple[str, str, int]:
+        self._starts.start(cmd, cwd)
+        return "", "", 0
+
+
+def _require(owner: object, *names: str) -> None:
+    missing = [name for name in names if not hasattr(owner, name)]
+    if missing:
+        raise AttributeError(f"{getattr(owner, '__name__', owner)} lacks {missing}")
+
+
+BRIDGE_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "radical.utils.zmq.queue": long_poll_queues,
+    "radical.utils.zmq.pubsub": slow_idle_pubsubs,
+}
+START_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "radical.pilot.utils.component_manager": parallel_process_starts,
+}
