@@ -69,7 +69,9 @@ def _probe(tmp_path: Path, name: str, env: dict[str, str]) -> str:
     script.write_text(
         "import radical.utils.zmq.queue as q\n"
         "import radical.pilot.utils.component_manager as cm\n"
-        "print(q.Queue._bridge_work.__module__, type(cm.ru).__name__)\n"
+        "import radical.utils.heartbeat as hb\n"
+        "print(q.Queue._bridge_work.__module__, type(cm.ru).__name__,\n"
+        "      hb.PWatcher._watch.__module__)\n"
     )
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                          text=True, timeout=100, check=True)
@@ -80,10 +82,12 @@ def test_sitecustomize_patches_radical_processes_only(tmp_path: Path) -> None:
     env = {**os.environ, **patches_env()}
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(RADICAL_SITE)
     bridge = _probe(tmp_path, "radical-pilot-bridge", env)
-    assert bridge == "ddmd_stream.workflow.radical_patches module"
+    ours = "ddmd_stream.workflow.radical_patches"
+    assert bridge == f"{ours} module {ours}"
     agent = _probe(tmp_path, "radical-pilot-agent_0", env)
-    assert agent == "radical.utils.zmq.queue _RadicalUtilsWithAsyncCallout"
-    assert _probe(tmp_path, "other-probe", env) == "radical.utils.zmq.queue module"
+    assert agent == f"radical.utils.zmq.queue _RadicalUtilsWithAsyncCallout {ours}"
+    other = _probe(tmp_path, "other-probe", env)
+    assert other == "radical.utils.zmq.queue module radical.utils.heartbeat"
 
 
 def test_sitecustomize_runs_the_next_sitecustomize_on_the_path(tmp_path: Path) -> None:

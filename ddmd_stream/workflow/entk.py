@@ -29,7 +29,11 @@ from ddmd_stream.config import ResourcesConfig
 from ddmd_stream.rundir import RunDir
 from ddmd_stream.workflow import radical_patches
 from ddmd_stream.workflow.cleanup import kill_leftovers
-from ddmd_stream.workflow.entk_patches import start_task_manager_early, throttle_polling
+from ddmd_stream.workflow.entk_patches import (
+    idle_getters,
+    start_task_manager_early,
+    throttle_polling,
+)
 from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 from ddmd_stream.workflow.resources import (
     pilot_description,
@@ -273,6 +277,7 @@ def make_appmanager(plan: TaskPlan, resources: ResourcesConfig, root: Path):
     throttle_polling(appman)
     if tuning_enabled():
         start_task_manager_early(appman)
+        idle_getters()
         radical_patches.install_for("launcher")
     return appman
 

@@ -1,8 +1,9 @@
 """Guarded patches of RADICAL-EnTK 1.103 internals where no config knob exists.
 
 Each patch checks that the attribute it wraps exists and logs a warning instead when EnTK's
-internals changed. `throttle_polling`: sleeps in EnTK's two busy loops; `start_task_manager_early`:
-EnTK's task manager starts while the pilot boots (docs/scaling.md "RADICAL-EnTK start-up").
+internals changed. `throttle_polling`: sleeps in EnTK's two busy loops; `idle_getters`: EnTK's
+queue readers pause after an empty answer; `start_task_manager_early`: EnTK's task manager
+starts while the pilot boots (docs/scaling.md "RADICAL-EnTK start-up").
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 # Sleep added to EnTK's busy polling loops (see throttle_polling).
 POLL_INTERVAL_S = 0.2
+# Pause of an EnTK queue reader after an empty answer (see idle_getters).
+GETTER_IDLE_S = 0.1
 
 
 def throttle_polling(appman, interval_s: float = POLL_INTERVAL_S) -> None:
@@ -59,6 +62,35 @@ def _throttle_enqueue(interval_s: float) -> None:
 
     throttled_create_workload._ddmd_throttled = True
     cls._create_workload = throttled_create_workload
+
+
+def idle_getters(idle_s: float = GETTER_IDLE_S) -> None:
+    """Readers of EnTK's in-process queue pause `idle_s` after an empty answer (once per process).
+
+    EnTK's synchronizer, dequeuer and task manager threads each read the launcher's queue
+    bridge in a loop whose answer comes at once when there is nothing (~100 round trips a
+    second together, most of the launcher's CPU). Only `get_nowait` of interactive getters
+    changes: RADICAL-Pilot's client reads through callbacks, and its bridges are processes of
+    their own (radical_patches.py).
+    """
+    import radical.utils as ru
+
+    getter = getattr(ru.zmq, "Getter", None)
+    original = getattr(getter, "get_nowait", None)
+    if original is None:
+        logger.warning("cannot idle EnTK's queue readers (radical.utils internals changed)")
+        return
+    if getattr(original, "_ddmd_idle", False):
+        return
+
+    def get_or_idle(self, qname=None, timeout=None):
+        msgs = original(self, qname, timeout)
+        if not msgs:
+            time.sleep(idle_s)
+        return msgs
+
+    get_or_idle._ddmd_idle = True
+    getter.get_nowait = get_or_idle
 
 
 def start_task_manager_early(appman, poll_s: float = POLL_INTERVAL_S) -> None:

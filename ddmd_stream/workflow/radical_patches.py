@@ -17,6 +17,8 @@ warning instead when RADICAL's internals changed (docs/scaling.md "RADICAL-EnTK 
 - `parallel_process_starts`: `ComponentManager` starts bridges and components one after
   another, each `radical-pilot-*` call waiting ~0.45 s for the new process to import
   radical.pilot; the calls now start at once and are waited for together.
+- `slow_process_watchers`: every RADICAL process checks 20 times a second whether its parent
+  still lives (ru.PWatcher); every `WATCH_S` now.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 HOLD_S = 0.5
 # How often an idle pubsub bridge looks at its stop flag (RADICAL: 10 ms).
 IDLE_S = 0.1
+# How often a RADICAL process checks that the processes it watches live (RADICAL: 50 ms).
+WATCH_S = 0.5
 
 _pending: dict[str, Callable[[ModuleType], None]] = {}  # module -> patch, not yet imported
 _done: set[str] = set()
@@ -226,16 +230,43 @@ class _RadicalUtilsWithAsyncCallout:
         return "", "", 0
 
 
+# --- process watchers ----------------------------------------------------------------------
+
+
+def slow_process_watchers(module: ModuleType) -> None:
+    """radical.utils.heartbeat.PWatcher._watch, looking every WATCH_S instead of 50 ms."""
+    watcher = module.PWatcher
+    _require(watcher, "_watch", "_is_alive", "_nothing", "_suicide", "_killall", "_rampage")
+    watcher._watch = _watch_processes
+
+
+def _watch_processes(self) -> None:
+    actions = {self.NOTHING: self._nothing, self.SUICIDE: self._suicide,
+               self.KILLALL: self._killall, self.RAMPAGE: self._rampage}
+    while True:
+        with self._lock:
+            for pid in list(self._pids):
+                if not self._is_alive(pid):
+                    self._log.warn("process %d died, exit", pid)
+                    self._pids.remove(pid)
+                    actions[self._action](pid)
+        time.sleep(WATCH_S)
+
+
 def _require(owner: object, *names: str) -> None:
     missing = [name for name in names if not hasattr(owner, name)]
     if missing:
         raise AttributeError(f"{getattr(owner, '__name__', owner)} lacks {missing}")
 
 
-BRIDGE_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+Patches = dict[str, Callable[[ModuleType], None]]  # module name -> its patch
+EVERY_PROCESS: Patches = {"radical.utils.heartbeat": slow_process_watchers}
+BRIDGE_PATCHES: Patches = {
     "radical.utils.zmq.queue": long_poll_queues,
     "radical.utils.zmq.pubsub": slow_idle_pubsubs,
+    **EVERY_PROCESS,
 }
-START_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+START_PATCHES: Patches = {
     "radical.pilot.utils.component_manager": parallel_process_starts,
+    **EVERY_PROCESS,
 }
