@@ -70,8 +70,9 @@ def _probe(tmp_path: Path, name: str, env: dict[str, str]) -> str:
         "import radical.utils.zmq.queue as q\n"
         "import radical.pilot.utils.component_manager as cm\n"
         "import radical.utils.heartbeat as hb\n"
+        "import radical.pilot.utils.component as comp\n"
         "print(q.Queue._bridge_work.__module__, type(cm.ru).__name__,\n"
-        "      hb.PWatcher._watch.__module__)\n"
+        "      hb.PWatcher._watch.__module__, type(comp.time).__name__)\n"
     )
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                          text=True, timeout=100, check=True)
@@ -83,11 +84,11 @@ def test_sitecustomize_patches_radical_processes_only(tmp_path: Path) -> None:
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(RADICAL_SITE)
     bridge = _probe(tmp_path, "radical-pilot-bridge", env)
     ours = "ddmd_stream.workflow.radical_patches"
-    assert bridge == f"{ours} module {ours}"
+    assert bridge == f"{ours} module {ours} module"
     agent = _probe(tmp_path, "radical-pilot-agent_0", env)
-    assert agent == f"radical.utils.zmq.queue _RadicalUtilsWithAsyncCallout {ours}"
+    assert agent == f"radical.utils.zmq.queue _RadicalUtilsWithAsyncCallout {ours} _CoarseSleep"
     other = _probe(tmp_path, "other-probe", env)
-    assert other == "radical.utils.zmq.queue module radical.utils.heartbeat"
+    assert other == "radical.utils.zmq.queue module radical.utils.heartbeat module"
 
 
 def test_sitecustomize_runs_the_next_sitecustomize_on_the_path(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ warning instead when RADICAL's internals changed (docs/scaling.md "RADICAL-EnTK 
   radical.pilot; the calls now start at once and are waited for together.
 - `slow_process_watchers`: every RADICAL process checks 20 times a second whether its parent
   still lives (ru.PWatcher); every `WATCH_S` now.
+- `coarse_component_timers`: a component's timed callbacks (the agent's and the launcher's
+  RADICAL client) wake every 10 ms to see whether they are due; every `TIMER_TICK_S` now.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ HOLD_S = 0.5
 IDLE_S = 0.1
 # How often a RADICAL process checks that the processes it watches live (RADICAL: 50 ms).
 WATCH_S = 0.5
+# Shortest sleep of radical.pilot.utils.component (its timed callbacks poll with 10 ms).
+TIMER_TICK_S = 0.1
 
 _pending: dict[str, Callable[[ModuleType], None]] = {}  # module -> patch, not yet imported
 _done: set[str] = set()
@@ -253,6 +257,29 @@ def _watch_processes(self) -> None:
         time.sleep(WATCH_S)
 
 
+# --- component timers ----------------------------------------------------------------------
+
+
+def coarse_component_timers(module: ModuleType) -> None:
+    """radical.pilot.utils.component sleeps at least TIMER_TICK_S (its `time` is a stand-in)."""
+    _require(module, "BaseComponent")
+    _require(module.time, "sleep", "time")
+    module.time = _CoarseSleep(module.time)
+
+
+class _CoarseSleep:
+    """The `time` module, except that `sleep` sleeps at least TIMER_TICK_S."""
+
+    def __init__(self, time_module: ModuleType) -> None:
+        self._time = time_module
+
+    def __getattr__(self, name: str):
+        return getattr(self._time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self._time.sleep(max(seconds, TIMER_TICK_S))
+
+
 def _require(owner: object, *names: str) -> None:
     missing = [name for name in names if not hasattr(owner, name)]
     if missing:
@@ -268,5 +295,6 @@ BRIDGE_PATCHES: Patches = {
 }
 START_PATCHES: Patches = {
     "radical.pilot.utils.component_manager": parallel_process_starts,
+    "radical.pilot.utils.component": coarse_component_timers,
     **EVERY_PROCESS,
 }
