@@ -86,7 +86,7 @@ def test_sitecustomize_patches_radical_processes_only(tmp_path: Path) -> None:
     ours = "ddmd_stream.workflow.radical_patches"
     assert bridge == f"{ours} module {ours} module"
     agent = _probe(tmp_path, "radical-pilot-agent_0", env)
-    assert agent == f"radical.utils.zmq.queue _RadicalUtilsWithAsyncCallout {ours} _CoarseSleep"
+    assert agent == f"radical.utils.zmq.queue _ModuleStandIn {ours} _ModuleStandIn"
     other = _probe(tmp_path, "other-probe", env)
     assert other == "radical.utils.zmq.queue module radical.utils.heartbeat module"
 

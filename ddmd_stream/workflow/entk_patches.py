@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +48,29 @@ def throttle_polling(appman, interval_s: float = POLL_INTERVAL_S) -> None:
 def _throttle_enqueue(interval_s: float) -> None:
     from radical.entk.appman import wfprocessor
 
-    cls = wfprocessor.WFprocessor
-    original = getattr(cls, "_create_workload", None)
+    _sleep_when_idle(wfprocessor.WFprocessor, "_create_workload", interval_s,
+                     lambda result: not result[0], "EnTK's enqueue loop", "radical.entk")
+
+
+def _sleep_when_idle(cls: type | None, name: str, sleep_s: float, idle: Callable[[Any], bool],
+                     what: str, package: str) -> None:
+    """Wrap `cls.name` (once per process) to sleep `sleep_s` after a call whose result is
+    `idle`; `what` and `package` name the loop in the warning given when it is missing."""
+    original = getattr(cls, name, None)
     if original is None:
-        logger.warning("cannot throttle EnTK's enqueue loop (radical.entk internals changed)")
+        logger.warning("cannot throttle %s (%s internals changed)", what, package)
         return
-    if getattr(original, "_ddmd_throttled", False):
+    if getattr(original, "_ddmd_idle", False):
         return
 
-    def throttled_create_workload(self):
-        workload, stages = original(self)
-        if not workload:
-            time.sleep(interval_s)
-        return workload, stages
+    def sleeping_when_idle(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if idle(result):
+            time.sleep(sleep_s)
+        return result
 
-    throttled_create_workload._ddmd_throttled = True
-    cls._create_workload = throttled_create_workload
+    sleeping_when_idle._ddmd_idle = True
+    setattr(cls, name, sleeping_when_idle)
 
 
 def idle_getters(idle_s: float = GETTER_IDLE_S) -> None:
@@ -75,22 +84,8 @@ def idle_getters(idle_s: float = GETTER_IDLE_S) -> None:
     """
     import radical.utils as ru
 
-    getter = getattr(ru.zmq, "Getter", None)
-    original = getattr(getter, "get_nowait", None)
-    if original is None:
-        logger.warning("cannot idle EnTK's queue readers (radical.utils internals changed)")
-        return
-    if getattr(original, "_ddmd_idle", False):
-        return
-
-    def get_or_idle(self, qname=None, timeout=None):
-        msgs = original(self, qname, timeout)
-        if not msgs:
-            time.sleep(idle_s)
-        return msgs
-
-    get_or_idle._ddmd_idle = True
-    getter.get_nowait = get_or_idle
+    _sleep_when_idle(getattr(ru.zmq, "Getter", None), "get_nowait", idle_s,
+                     lambda msgs: not msgs, "EnTK's queue readers", "radical.utils")
 
 
 def start_task_manager_early(appman, poll_s: float = POLL_INTERVAL_S) -> None:

@@ -180,15 +180,15 @@ def parallel_process_starts(module: ModuleType) -> None:
     """ComponentManager's `radical-pilot-*` calls start at once; `_wait_startup` waits for all.
 
     Inside radical.pilot.utils.component_manager, `ru` becomes a stand-in whose `sh_callout`
-    starts the command and returns success at once; the starts of one thread are collected and
-    checked (exit code, stderr) before the original `_wait_startup` waits for the processes'
-    start-up messages, as it did before.
+    starts the command and returns success at once (`_PendingStarts.callout`); the starts of
+    one thread are collected and checked (exit code, stderr) before the original
+    `_wait_startup` waits for the processes' start-up messages, as it did before.
     """
     manager = module.ComponentManager
     _require(manager, "start_bridges", "start_components", "_wait_startup")
     _require(module.ru, "sh_callout")
     starts = _PendingStarts()
-    module.ru = _RadicalUtilsWithAsyncCallout(module.ru, starts)
+    module.ru = _ModuleStandIn(module.ru, sh_callout=starts.callout)
     wait_startup = manager._wait_startup
 
     def wait_for_starts_then_startup(self, uids, timeout):
@@ -209,6 +209,11 @@ class _PendingStarts(threading.local):
                                 stderr=subprocess.PIPE, text=True)
         self.running.append((cmd, proc))
 
+    def callout(self, cmd: str, cwd: str | None = None, **_: object) -> tuple[str, str, int]:
+        """`ru.sh_callout` that starts `cmd` and reports success at once (see wait_all)."""
+        self.start(cmd, cwd)
+        return "", "", 0
+
     def wait_all(self, timeout: float) -> None:
         running, self.running = self.running, []
         failed = []
@@ -218,20 +223,6 @@ class _PendingStarts(threading.local):
                 failed.append(f"{cmd}: exit {proc.returncode} [{out.strip()}] [{err.strip()}]")
         if failed:
             raise RuntimeError("process startup failed: " + "; ".join(failed))
-
-
-class _RadicalUtilsWithAsyncCallout:
-    """`radical.utils` as component_manager sees it, except for a non-blocking sh_callout."""
-
-    def __init__(self, ru: ModuleType, starts: _PendingStarts) -> None:
-        self._ru, self._starts = ru, starts
-
-    def __getattr__(self, name: str):
-        return getattr(self._ru, name)
-
-    def sh_callout(self, cmd: str, cwd: str | None = None, **_: object) -> tuple[str, str, int]:
-        self._starts.start(cmd, cwd)
-        return "", "", 0
 
 
 # --- process watchers ----------------------------------------------------------------------
@@ -264,20 +255,23 @@ def coarse_component_timers(module: ModuleType) -> None:
     """radical.pilot.utils.component sleeps at least TIMER_TICK_S (its `time` is a stand-in)."""
     _require(module, "BaseComponent")
     _require(module.time, "sleep", "time")
-    module.time = _CoarseSleep(module.time)
+    module.time = _ModuleStandIn(module.time, sleep=_coarse_sleep)
 
 
-class _CoarseSleep:
-    """The `time` module, except that `sleep` sleeps at least TIMER_TICK_S."""
+def _coarse_sleep(seconds: float) -> None:
+    time.sleep(max(seconds, TIMER_TICK_S))
 
-    def __init__(self, time_module: ModuleType) -> None:
-        self._time = time_module
+
+class _ModuleStandIn:
+    """A module as the patched one sees it under its import name: `overrides` replace some of
+    its attributes, every other name is the module's own."""
+
+    def __init__(self, module: ModuleType, **overrides: Callable) -> None:
+        self._module = module
+        self.__dict__.update(overrides)
 
     def __getattr__(self, name: str):
-        return getattr(self._time, name)
-
-    def sleep(self, seconds: float) -> None:
-        self._time.sleep(max(seconds, TIMER_TICK_S))
+        return getattr(self._module, name)
 
 
 def _require(owner: object, *names: str) -> None:
