@@ -13,6 +13,7 @@ import numpy as np
 from ddmd_stream import frames as f
 from ddmd_stream.catalog import OutlierCatalog, OutlierRecord
 from ddmd_stream.detectors import Detection, Detector, make_detector, rank_outliers, resolve
+from ddmd_stream.detectors.embedding import has_spread, input_embedding
 from ddmd_stream.ml.base import LatentModel, load_model, model_class, model_kind
 from ddmd_stream.ml.data import FrameWindow, LatentCache
 from ddmd_stream.ml.registry import latest_version
@@ -59,13 +60,12 @@ class Agent:
         self.model_version = 0
         self.model_path: Path | None = None
         self.cycle_count = 0
-        self.first_cycle = 1  # the cycle that may search the detector's parameters
-        self.detected_with = 0  # model version of the last detection
+        self.searched = False  # whether this process searched the detector's parameters yet
+        self.detected_with = 0  # model version of the last detection in latent space
 
     def run(self) -> None:
         if self.ctx.once:  # sequential mode: a process per cycle; number cycles across them
             self.cycle_count = self.ctx.recorded_count("cycle")
-            self.first_cycle = self.cycle_count + 1
         while not self.ctx.should_stop():
             started = time.monotonic()
             ran = self.cycle()
@@ -90,8 +90,7 @@ class Agent:
                 latents, encoded["encoded"] = self.latents.encode(
                     rows, self.encoder(), self.model_version, self.settings.encode_batch_size)
             with self.ctx.events.span("cluster") as cluster:
-                detection = self.detect(latents)
-                self.detector.update(len(detection.indices))
+                detection = self.detect(rows, latents)
                 cluster.update(outliers=len(detection.indices), **_floats(detection.params))
             info.update(frames=len(latents), outliers=len(detection.indices),
                         min_rmsd=float(frames[f.RMSD].min()), model_version=self.model_version,
@@ -106,16 +105,42 @@ class Agent:
             return self.model
         return SharedEncoder(self.comm, self.model, self.model_version, self.model_path)
 
-    def detect(self, latents: np.ndarray) -> Detection:
-        """Detect outliers; the first cycle may search the detector's parameters (DBSCAN's eps)
-        and the first under a new model re-estimates them (its latent space has another scale)."""
+    def detect(self, rows: np.ndarray, latents: np.ndarray) -> Detection:
+        """Outliers among the window's `rows`, in latent space; on the model's input instead
+        where all latents coincide (`detectors.embedding`)."""
+        if not has_spread(latents):
+            return self.detect_on_inputs(rows)
+        detection = self.detect_latents(latents)
+        self.detector.update(len(detection.indices))
+        return detection
+
+    def detect_latents(self, latents: np.ndarray) -> Detection:
+        """The first detection of a process may search the detector's parameters (DBSCAN's
+        eps); the first under a new model re-estimates them (its latent space has another
+        scale)."""
         adaptive = getattr(self.detector, "detect_adaptive", None)
         new_model, self.detected_with = self.detected_with != self.model_version, self.model_version
         if adaptive is None:
             return self.detector.detect(latents)
-        if self.cycle_count == self.first_cycle:
+        if not self.searched:
+            self.searched = True
             return adaptive(latents)
         return adaptive(latents, max_tries=1) if new_model else self.detector.detect(latents)
+
+    def detect_on_inputs(self, rows: np.ndarray) -> Detection:
+        """Outliers among the principal components of the model's input, with a detector of
+        their own (the latent detector's parameters stay as they were)."""
+        assert self.model is not None
+        field = self.model.input_field
+        logger.warning("cycle %d: model v%d encodes all %d frames to one point; detecting "
+                       "outliers on their %s instead", self.cycle_count, self.model_version,
+                       len(rows), field)
+        embedded = input_embedding(self.window.gather(rows, [field])[field])
+        detector = self.make_detector(self.model.preferred_detector)
+        adaptive = getattr(detector, "detect_adaptive", None)
+        detection = adaptive(embedded) if adaptive is not None else detector.detect(embedded)
+        return Detection(detection.indices, detection.scores,
+                         {**detection.params, "on_inputs": 1.0})
 
     def load_newest_model(self) -> bool:
         """Load the newest published model when it changed; False while there is none usable."""

@@ -198,6 +198,41 @@ def test_agent_encodes_only_new_frames_until_the_model_changes(make_config) -> N
         assert encoded_by_next_cycle() == 100  # a new model: every frame again
 
 
+class _Collapsed:
+    """A model whose encoder maps every frame to one point (the fault injected)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.input_field = model.input_field
+        self.preferred_detector = model.preferred_detector
+
+    def encode(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+        return np.zeros((len(inputs), 3), np.float32)
+
+
+def test_agent_finds_outliers_on_the_inputs_when_the_latents_collapse(run_with_store) -> None:
+    """All latents equal: no detector can judge them, so the agent detects on the model's
+    input (principal components of the contact maps) and still publishes."""
+    from ddmd_stream.agent import Agent
+    from ddmd_stream.train import Trainer
+
+    config, run, writer = run_with_store
+    writer.write(synthetic_frames(80, 0, np.random.default_rng(2)))
+    trainer = Trainer(context(config, run, "trainer"))
+    trainer.window.update()
+    trainer.train_round()
+    agent = Agent(context(config, run, "agent"))
+    assert agent.load_newest_model()
+    agent.model = _Collapsed(agent.model)
+    assert agent.cycle()
+    agent.ctx.events.flush()
+    cycle = [e for e in read_events(agent.ctx.events.path) if e["event"] == "cycle"][-1]
+    assert cycle["on_inputs"] == 1.0 and cycle["outliers"] >= 1, cycle
+    catalog = OutlierCatalog(run.catalog_file).load()
+    assert catalog.version == 1 and 1 <= len(catalog.records) <= config.agent.n_outliers
+    assert agent.detector.eps == config.agent.eps  # the latent detector was not adapted
+
+
 def test_agent_waits_without_model_or_data(make_config) -> None:
     from ddmd_stream.agent import Agent
 

@@ -6,6 +6,8 @@
 - `lof`: `LOFDetector`, the points with the largest local outlier factor.
 - `uniform`: `UniformDetector`, frames drawn uniformly (the random-restart control).
 - `ranking`: `rank_outliers`, which detected outliers are published first.
+- `embedding`: `has_spread`, `input_embedding`: where a model maps every frame to one point, the
+  agent detects on the principal components of its input instead.
 
 `make_detector(config, preferred, n_jobs)` builds the detector `agent.detector` names. `resolve`
 is the one place that decides what `agent.detector: auto` means: the model's preferred detector
