@@ -21,7 +21,7 @@ the store, as the aggregators would; before the last of 3 or more cycles a new m
 published, as the trainer would (the agent keeps the latents of frames it has encoded until the
 model changes, so that cycle encodes the whole window again). The phase durations come from the
 agent's events.jsonl: read (new steps into the window), load_model, encode (`encoded`: frames
-actually encoded), cluster (DBSCAN; the first cycle searches eps), publish_catalog, and `other`
+actually encoded), cluster (DBSCAN noise; the first cycle sets eps), publish_catalog, and `other`
 = cycle - encode - cluster - publish (window copy, ranking, records). Target: <= 30 s per cycle.
 
 With --ranks N, the first cycle runs instead as the real agent task, once with 1 rank and once
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("seconds per phase; total = read + load + cycle span; wall = Agent.cycle() as timed"
           " here; CPU-s = this process's CPU time during it (all threads, 2 cores = 2 CPU-s per"
-          " s). The first cycle reads the whole store, loads the model and searches eps.")
+          " s). The first cycle reads the whole store, loads the model and sets eps.")
     print(f"peak RSS of this process {peak_rss_gb():.2f} GB (before the agent: {rss_before:.2f}"
           f" GB: the synthetic data); target <= 30 s per cycle; load average now "
           f"{os.getloadavg()[0]:.2f}")

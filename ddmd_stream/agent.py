@@ -60,8 +60,7 @@ class Agent:
         self.model_version = 0
         self.model_path: Path | None = None
         self.cycle_count = 0
-        self.searched = False  # whether this process searched the detector's parameters yet
-        self.detected_with = 0  # model version of the last detection in latent space
+        self.detected_with = 0  # model version of the last detection in latent space (0: none)
 
     def run(self) -> None:
         if self.ctx.once:  # sequential mode: a process per cycle; number cycles across them
@@ -115,17 +114,14 @@ class Agent:
         return detection
 
     def detect_latents(self, latents: np.ndarray) -> Detection:
-        """The first detection of a process may search the detector's parameters (DBSCAN's
-        eps); the first under a new model re-estimates them (its latent space has another
-        scale)."""
+        """The first detection of a process sets the detector's parameters (DBSCAN's eps) for
+        the data, and so does the first under a new model (its latent space has another
+        scale); in between they adapt slowly (`Detector.update`)."""
         adaptive = getattr(self.detector, "detect_adaptive", None)
-        new_model, self.detected_with = self.detected_with != self.model_version, self.model_version
-        if adaptive is None:
-            return self.detector.detect(latents)
-        if not self.searched:
-            self.searched = True
+        fresh, self.detected_with = self.detected_with != self.model_version, self.model_version
+        if adaptive is not None and fresh:
             return adaptive(latents)
-        return adaptive(latents, max_tries=1) if new_model else self.detector.detect(latents)
+        return self.detector.detect(latents)
 
     def detect_on_inputs(self, rows: np.ndarray) -> Detection:
         """Outliers among the principal components of the model's input, with a detector of

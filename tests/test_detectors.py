@@ -56,11 +56,11 @@ def recall(detection: Detection, planted_rows: np.ndarray) -> float:
 def test_dbscan_finds_planted_outliers(planted: tuple[np.ndarray, np.ndarray]) -> None:
     latents, far = planted
     detector = DBSCANDetector(eps=0.3, min_samples=10, band=(20, 100))
-    detection = detector.detect_adaptive(latents, max_tries=10)
+    detection = detector.detect_adaptive(latents)
     assert detector.in_band(len(detection))
     assert recall(detection, far) >= 0.9
     assert np.all(detection.scores > detection.params["eps"])  # noise: k-distance above eps
-    assert detection.params["n_clusters"] >= 1
+    assert 1 <= detection.params["core"] <= len(latents) - len(detection)
 
 
 def test_lof_finds_planted_outliers(planted: tuple[np.ndarray, np.ndarray]) -> None:
@@ -172,11 +172,49 @@ def test_eps_stays_within_data_bounds(planted: tuple[np.ndarray, np.ndarray]) ->
     assert detector.eps <= diameter
 
 
-def test_memory_cap_limits_eps(planted: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("eps", [0.05, 0.6, 1.0, 1.6, 3.0, 30.0])
+def test_noise_is_exactly_dbscans(planted: tuple[np.ndarray, np.ndarray], eps: float) -> None:
+    """The outliers are scikit-learn DBSCAN's noise points, at any eps (duplicates included)."""
+    from sklearn.cluster import DBSCAN
+
     latents, _ = planted
-    detector = DBSCANDetector(eps=50.0, min_samples=10, band=(40, 150), max_neighbors=50)
-    detector.detect(latents)
-    assert detector.eps < 3.0  # a median point has ~50 neighbours well below a blob's size
+    latents = np.vstack([latents, latents[:40], latents[:40]])  # points in triplicate
+    detector = DBSCANDetector(eps=eps, min_samples=10, band=(40, 150))
+    found = detector.detect(latents)
+    noise = np.flatnonzero(DBSCAN(eps=eps, min_samples=10).fit(latents).labels_ == -1)
+    np.testing.assert_array_equal(found.indices, noise)
+    assert found.params["core"] + len(noise) <= len(latents)
+
+
+def test_sliding_neighbours_match_a_fresh_search() -> None:
+    """A window moving on (oldest rows out, new in; duplicates and lost neighbours among them)
+    gets the neighbours a search over all its points finds."""
+    from ddmd_stream.detectors.neighbours import SlidingNeighbours
+
+    rng = np.random.default_rng(3)
+    stream = np.repeat(rng.normal(size=(700, 4)), rng.integers(1, 3, 700), axis=0)  # duplicates
+    sliding, start, end = SlidingNeighbours(k=6), 0, 300
+    for step, (drop, add) in enumerate([(0, 0), (0, 50), (40, 40), (120, 10), (0, 0), (5, 200)]):
+        start, end = start + drop, end + add
+        window = stream[start:end]
+        distances, indices = sliding.update(window)
+        fresh, _ = SlidingNeighbours(k=6).update(window)
+        np.testing.assert_allclose(np.sort(distances, axis=1), fresh, atol=1e-12, err_msg=step)
+        assert indices.min() >= 0 and indices.max() < len(window)
+        np.testing.assert_allclose(  # each index names a point at that distance
+            np.linalg.norm(window[indices] - window[:, None], axis=2), distances, atol=1e-12)
+
+
+def test_noise_stays_dbscans_as_the_window_slides(planted: tuple[np.ndarray, np.ndarray]) -> None:
+    from sklearn.cluster import DBSCAN
+
+    latents, _ = planted
+    detector = DBSCANDetector(eps=1.0, min_samples=10, band=(40, 150))
+    for start, end in [(0, 1500), (100, 1700), (300, 2030)]:
+        window = latents[start:end]
+        found = detector.detect(window)
+        noise = np.flatnonzero(DBSCAN(eps=1.0, min_samples=10).fit(window).labels_ == -1)
+        np.testing.assert_array_equal(found.indices, noise)
 
 
 def test_update_before_detect_and_after_degenerate_is_noop() -> None:
@@ -292,22 +330,23 @@ def test_bad_shape_raises() -> None:
 
 
 @pytest.mark.parametrize("start_eps", [1e-4, 50.0])
-def test_first_cycle_starts_from_the_k_distances(
+def test_first_cycle_lands_in_band_from_any_eps(
     planted: tuple[np.ndarray, np.ndarray], start_eps: float
 ) -> None:
-    """A far-off configured eps costs no DBSCAN runs: the sampled k-distances give the start."""
+    """A far-off configured eps costs nothing: the first cycle sets eps where the count is the
+    band's centre."""
     latents, far = planted
     detector = DBSCANDetector(eps=start_eps, min_samples=10, band=(20, 100))
-    detection = detector.detect_adaptive(latents, max_tries=1)
+    detection = detector.detect_adaptive(latents)
     assert detector.in_band(len(detection)), (len(detection), detector.eps)
     assert recall(detection, far) >= 0.9
 
 
-def test_a_new_latent_scale_is_met_by_one_run(planted: tuple[np.ndarray, np.ndarray]) -> None:
+def test_a_new_latent_scale_is_met_at_once(planted: tuple[np.ndarray, np.ndarray]) -> None:
     """A new model's latents (here: 20x the scale) make the adapted eps meaningless; the agent's
-    first cycle under it re-estimates eps from the k-distances with a single DBSCAN run."""
+    first cycle under it sets eps for them again."""
     latents, _ = planted
     detector = DBSCANDetector(eps=0.3, min_samples=10, band=(20, 100))
     assert detector.in_band(len(detector.detect_adaptive(latents)))
     assert not detector.in_band(len(detector.detect(latents * 20.0)))
-    assert detector.in_band(len(detector.detect_adaptive(latents * 20.0, max_tries=1)))
+    assert detector.in_band(len(detector.detect_adaptive(latents * 20.0)))

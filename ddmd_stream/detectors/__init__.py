@@ -3,6 +3,7 @@
 - `base`: the `Detector` interface ("Implementing a detector" in its docstring), `Detection`,
   `scale_band` and the helpers every detector shares.
 - `dbscan`: `DBSCANDetector`, DBSCAN noise points with eps adapted to the outlier band.
+- `neighbours`: `SlidingNeighbours`, the k nearest neighbours DBSCAN's noise is read from.
 - `lof`: `LOFDetector`, the points with the largest local outlier factor.
 - `uniform`: `UniformDetector`, frames drawn uniformly (the random-restart control).
 - `ranking`: `rank_outliers`, which detected outliers are published first.

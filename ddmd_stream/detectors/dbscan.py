@@ -6,21 +6,18 @@ import logging
 import time
 
 import numpy as np
-from sklearn.cluster import DBSCAN
-from sklearn.neighbors import NearestNeighbors
 
 from ddmd_stream.config import AgentConfig
 from ddmd_stream.detectors.base import (
     Detection,
     Detector,
     FloatArray,
-    IntArray,
-    _algorithm,
     _prepare,
     _reindex,
     _thread_limit,
     scale_band,
 )
+from ddmd_stream.detectors.neighbours import SlidingNeighbours
 
 logger = logging.getLogger(__name__)
 
@@ -28,28 +25,35 @@ logger = logging.getLogger(__name__)
 class DBSCANDetector(Detector):
     """DBSCAN noise points (label -1) are the outliers; eps adapts to keep their count in band.
 
-    Score of an outlier: its k-distance (k = min_samples, the point itself included), i.e. the
-    smallest eps at which it would be a core point; always > eps for noise.
+    Exact DBSCAN noise without running DBSCAN. With k = min_samples (the point itself
+    included), a point p is core at eps iff its k-distance kd(p) <= eps, and noise iff it is not
+    core and no core point lies within eps. A non-core p has fewer than k points within eps, so
+    all of them are among its k nearest neighbours N_k(p). Hence p is noise at eps iff
 
-    Adaptation (`update`): too few outliers -> eps /= step, too many -> eps *= step, where the
-    step is factor**m after m moves in the same direction (fast when far off). Noise points are
-    never core points, so the k-distances of up to 500 sampled points bound the useful eps: an
-    eps at which fewer than `low` points are non-core gives too few outliers, one at which at most
-    `high` are non-core gives no more than `high`. So a step down goes no higher than the former
-    (skipping a plateau of a few isolated points), a step up no higher than the latter (no futile
-    overshoot), and from all-noise a step up goes at least to the least sampled k-distance.
-    Once eps has been both too small and too large, the next eps lies between the closest such
-    pair: right after a crossing, where log(count + 1), linear in log(eps), meets the band's
-    geometric centre (kept within 10-90 % of the bracket); after two results on the same side,
-    at the geometric midpoint (bisection), so the bracket keeps shrinking. A bracket that a newer
-    result contradicts (the data changed) is dropped; a count in band resets all. eps stays
-    within [1e-9, 1] x the data diameter and, for more than `max_neighbors` points, below the
-    radius at which the median sampled point has `max_neighbors` neighbours (DBSCAN holds every
-    neighbourhood in memory: a far too large eps on 80,000 points would need tens of GB).
+        reach(p) = min over q in N_k(p) of max(kd(q), d(p, q))  >  eps,
+
+    (q = p gives kd(p)). One k-nearest-neighbour search gives kd and reach of every point; the
+    noise at any eps is then a comparison, identical to scikit-learn's DBSCAN noise
+    (tests/test_detectors.py checks this). Memory is O(n k), whatever eps is. Between cycles
+    the neighbours are brought up to date, not searched again (`neighbours.SlidingNeighbours`:
+    the window moved on by the frames that arrived). Score of an outlier: its k-distance, the
+    smallest eps at which it would be a core point.
+
+    `detect_adaptive` (first cycle, new model) sets eps where the count is the band's geometric
+    centre. `update` (between cycles) moves eps slowly, so that what counts as an outlier stays
+    stable: too few outliers -> eps /= step, too many -> eps *= step, where the step is
+    factor**m after m moves in the same direction. The k-distances bound the useful eps: a step
+    down goes no higher than the eps at which fewer than `low` points are non-core, a step up
+    no higher than the one at which at most `high` are non-core, and from all-noise a step up
+    goes at least to the least k-distance. Once eps has been both too small and too large, the
+    next eps lies between the closest such pair: right after a crossing, where log(count + 1),
+    linear in log(eps), meets the band's geometric centre (kept within 10-90 % of the bracket);
+    after two results on the same side, at the geometric midpoint (bisection). A bracket that a
+    newer result contradicts (the data changed) is dropped; a count in band resets all. eps
+    stays within [1e-9, 1] x the data diameter.
     """
 
     name = "dbscan"
-    SAMPLE = 500  # points sampled for the k-distance and neighbourhood statistics
 
     def __init__(
         self,
@@ -58,19 +62,21 @@ class DBSCANDetector(Detector):
         band: tuple[int, int] = (1000, 5000),
         factor: float = 1.25,
         *,
-        max_neighbors: int = 1000,
         algorithm: str = "auto",
         n_jobs: int | None = None,
     ) -> None:
-        if eps <= 0 or min_samples < 1 or factor <= 1 or max_neighbors < 1:
-            raise ValueError("need eps > 0, min_samples >= 1, factor > 1, max_neighbors >= 1")
+        if eps <= 0 or min_samples < 1 or factor <= 1:
+            raise ValueError("need eps > 0, min_samples >= 1, factor > 1")
         self.eps, self.min_samples, self.band, self.factor = float(eps), min_samples, band, factor
-        self.max_neighbors, self.algorithm, self.n_jobs = max_neighbors, algorithm, n_jobs
+        self.algorithm, self.n_jobs = algorithm, n_jobs
+        self._neighbours = SlidingNeighbours(min_samples, algorithm, n_jobs)  # kept between cycles
         self._streak = 0  # +m after m "too many" results in a row, -m after m "too few"
         self._too_small: tuple[float, int] | None = None  # (largest eps, count) with too many
         self._too_large: tuple[float, int] | None = None  # (smallest eps, count) with too few
         self._bounds = (0.0, np.inf)
-        self._k_distances = np.empty(0)  # sorted k-distances of sampled points
+        self._kd = np.empty(0)  # k-distance of every point of the last data
+        self._reach = np.empty(0)  # noise at eps iff reach > eps (see the class docstring)
+        self._k_distances = np.empty(0)  # sorted k-distances
         self._last_n: int | None = None  # size of the last data; None: no adaptation possible
 
     @classmethod
@@ -81,106 +87,80 @@ class DBSCANDetector(Detector):
     # ----------------------------------------------------------------- detection
 
     def _detect(self, x: FloatArray) -> Detection:
-        return self._detection(x, self._labels(x))
+        return self._detection(len(x)) if self._measure(x) else self._nothing(len(x))
 
-    def detect_adaptive(self, latents: np.ndarray, max_tries: int = 8) -> Detection:
-        """Like `detect`, retrying with adapted eps until the count is in band (first cycle).
-
-        The search starts from the sampled k-distances (`_guess_eps`), unless the current eps
-        already promises a count in band. Updates eps between tries, not after the last one:
-        call `update` as after `detect`.
-        """
+    def detect_adaptive(self, latents: np.ndarray) -> Detection:
+        """Like `detect`, with eps set first where the count is the band's geometric centre
+        (first cycle, new model); call `update` as after `detect`."""
         x, rows = _prepare(latents)
         with _thread_limit(self.n_jobs):
             if not self._measure(x):
-                return _reindex(self._detection(x, np.zeros(len(x), np.int64)), rows)
-            self._guess_eps()
-            labels = self._dbscan(x)
-            for _ in range(max_tries - 1):
-                count = int(np.sum(labels == -1))
-                if self.in_band(count):
-                    break
-                self.update(count)
-                labels = self._dbscan(x)
-            return _reindex(self._detection(x, labels), rows)
+                return _reindex(self._nothing(len(x)), rows)
+        if not self.in_band(self.count(self.eps)):
+            old = self.eps
+            self._set_eps(self._eps_for_band_centre())
+            logger.info("dbscan: eps %.4g gives %d outliers (band %s); eps %.4g gives %d", old,
+                        self.count(old), scale_band(self.band, len(x)), self.eps,
+                        self.count(self.eps))
+        return _reindex(self._detection(len(x)), rows)
 
     def in_band(self, count: int) -> bool:
         """Whether `count` outliers lie in the band scaled to the last data size."""
         low, high = scale_band(self.band, self._last_n or 0)
         return low <= count <= high
 
-    def _labels(self, x: FloatArray) -> IntArray:
-        """DBSCAN labels at the (clamped) current eps; all 0 where DBSCAN cannot judge."""
-        return self._dbscan(x) if self._measure(x) else np.zeros(len(x), np.int64)
+    def count(self, eps: float) -> int:
+        """DBSCAN's noise count at `eps` on the last data."""
+        return int(np.sum(self._reach > eps))
 
     def _measure(self, x: FloatArray) -> bool:
-        """Size, k-distance and eps-bound statistics of `x`; False where DBSCAN cannot judge."""
+        """k-distances and reach of every point of `x`; False where DBSCAN cannot judge."""
         n = len(x)
         diameter = float(np.linalg.norm(np.ptp(x, axis=0))) if n else 0.0
         if n < max(self.min_samples, 2) or diameter == 0.0:
             logger.debug("dbscan: %d points (diameter %.3g): nothing to detect", n, diameter)
             self._last_n = None
             return False
+        start = time.perf_counter()
         self._last_n = n
-        self._k_distances, cap = self._neighbour_stats(x)
-        self._bounds = (diameter * 1e-9, min(diameter, cap))
+        self._kd, self._reach = self._reachability(x)
+        self._k_distances = np.sort(self._kd)
+        self._bounds = (diameter * 1e-9, diameter)
         self._set_eps(self.eps)
+        logger.debug("dbscan: k-distances of %d points in %.2f s", n, time.perf_counter() - start)
         return True
 
-    def _dbscan(self, x: FloatArray) -> IntArray:
-        start = time.perf_counter()
-        labels = DBSCAN(eps=self.eps, min_samples=self.min_samples, n_jobs=self.n_jobs,
-                        algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x).labels_
-        logger.debug("dbscan: n=%d eps=%.4g noise=%d clusters=%d (%.2f s)", len(x), self.eps,
-                     np.sum(labels == -1), labels.max() + 1, time.perf_counter() - start)
-        return labels.astype(np.int64)
+    def _reachability(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(kd, reach) per point, from the k = min_samples nearest (self included)."""
+        distances, neighbours = self._neighbours.update(x)
+        kd = distances.max(axis=1)
+        return kd, np.maximum(kd[neighbours], distances).min(axis=1)
 
-    def _guess_eps(self) -> None:
-        """eps at which the sampled points predict a count of non-core points in the upper band.
-
-        Noise points are non-core, so the prediction bounds the outlier count from above; border
-        points (non-core, but near a core point) make the noise fewer - 40 % of the non-core
-        ones in the agent benchmark. Hence the aim: halfway (geometrically) between the band's
-        centre and its top. Kept when the current eps already predicts a count in band."""
+    def _eps_for_band_centre(self) -> float:
+        """The eps at which (ties aside) the noise count is the band's geometric centre: halfway
+        between two reach values, so that no point lies on the boundary."""
         n = self._last_n or 0
         low, high = scale_band(self.band, n)
-        predicted = float(np.mean(self._k_distances > self.eps)) * n
-        if low <= predicted <= high or len(self._k_distances) == 0:
-            return
-        guess = self._noncore_eps(max(1, round((max(low, 1) * high**3) ** 0.25)))
-        old = self.eps
-        self._set_eps(guess)
-        logger.info("dbscan: eps %.4g predicts %.0f outliers (band %s); starting at %.4g", old,
-                    predicted, (low, high), self.eps)
+        target = min(n - 1, max(low, round(np.sqrt((low + 1.0) * (high + 1.0)) - 1.0)))
+        if target < 0:
+            return self.eps
+        reach = np.sort(self._reach)[::-1]
+        above = reach[target - 1] if target > 0 else 2.0 * reach[0]
+        return float(0.5 * (reach[target] + above))
 
-    def _neighbour_stats(self, x: FloatArray) -> tuple[FloatArray, float]:
-        """Sorted k-distances of sampled points, and the eps cap from `max_neighbors`."""
-        n = len(x)
-        rows = np.random.default_rng(0).choice(n, min(n, self.SAMPLE), replace=False)
-        kth = [self.min_samples - 1, min(self.max_neighbors, n) - 1]
-        norms = np.einsum("ij,ij->i", x, x)
-        parts = []
-        for chunk in np.array_split(rows, max(1, len(rows) // 50)):
-            squared = norms[chunk, None] + norms[None, :] - 2.0 * (x[chunk] @ x.T)
-            parts.append(np.partition(squared, sorted(set(kth)), axis=1)[:, kth])
-        selected = np.sqrt(np.maximum(np.concatenate(parts), 0.0))
-        cap = float(np.median(selected[:, 1])) if n > self.max_neighbors else np.inf
-        return np.sort(selected[:, 0]), cap
+    def _nothing(self, n: int) -> Detection:
+        """No outliers: DBSCAN cannot judge `n` points this degenerate."""
+        params = {"eps": self.eps, "min_samples": float(self.min_samples), "core": float(n)}
+        low, high = scale_band(self.band, n)
+        return Detection.empty({**params, "band_low": float(low), "band_high": float(high)})
 
-    def _detection(self, x: FloatArray, labels: IntArray) -> Detection:
-        noise = np.flatnonzero(labels == -1)
-        low, high = scale_band(self.band, len(x))
+    def _detection(self, n: int) -> Detection:
+        noise = np.flatnonzero(self._reach > self.eps)
+        low, high = scale_band(self.band, n)
         params = {"eps": self.eps, "min_samples": float(self.min_samples),
-                  "n_clusters": float(labels.max() + 1) if len(labels) else 0.0,
+                  "core": float(np.sum(self._kd <= self.eps)),
                   "band_low": float(low), "band_high": float(high)}
-        return Detection(noise, self._k_distance(x, noise), params)
-
-    def _k_distance(self, x: FloatArray, rows: IntArray) -> FloatArray:
-        if len(rows) == 0:
-            return np.empty(0, np.float64)
-        nn = NearestNeighbors(n_neighbors=self.min_samples, n_jobs=self.n_jobs,
-                              algorithm=_algorithm(self.algorithm, x.shape[1])).fit(x)
-        return nn.kneighbors(x[rows])[0][:, -1]
+        return Detection(noise, self._kd[noise], params)
 
     # ----------------------------------------------------------------- adaptation
 
@@ -233,7 +213,7 @@ class DBSCANDetector(Detector):
         return min(self.eps / self.factor ** abs(self._streak), self._noncore_eps(low))
 
     def _noncore_eps(self, count: int) -> float:
-        """eps above which fewer than `count` points are non-core (sampled k-distances)."""
+        """eps above which fewer than `count` points are non-core."""
         if count == 0 or len(self._k_distances) == 0:
             return np.inf
         return float(np.quantile(self._k_distances, 1.0 - count / (self._last_n or 1)))
