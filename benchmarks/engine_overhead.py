@@ -7,7 +7,8 @@ Each pair launches startup.py's FAST_RUN (2 FS-peptide simulations on the CPU pl
 task has sent its first heartbeat and `--settle-s` more seconds passed, the CPU time of the
 run's processes is sampled over `--window-s` (psutil) and summed per kind: our tasks by role,
 RADICAL's `rp.*` processes (bridges, components, agent), the launcher (EnTK's threads live
-in it) and anything else of the run (shell wrappers, watchdogs). Frames stored per second
+in it, its bridges in a fork of it: both count as launcher) and anything else of the run
+(shell wrappers, watchdogs). Frames stored per second
 are the aggregator's `write` events in the window. RADICAL runs with its defaults as
 ddmd_stream sets them (profiles off, workflow/radical_patches.py); --untuned adds a third arm,
 EnTK with `DDMD_RADICAL_TUNING=0` (RADICAL as shipped). Prints per arm and the ratios.
@@ -36,9 +37,11 @@ KINDS = ("sim", "aggregate", "train", "agent", "rp.*", "launcher", "other")
 
 
 def process_kind(proc: psutil.Process, launcher_pid: int) -> str:
-    if proc.pid == launcher_pid:
-        return "launcher"
+    """The launcher and its forks (EnTK runs its queue and pubsub bridges in one) are
+    "launcher"; RADICAL's own processes "rp.*"; our tasks by role."""
     name, cmdline = proc.name(), " ".join(proc.cmdline())
+    if proc.pid == launcher_pid or "ddmd_stream.launch" in cmdline:
+        return "launcher"
     if name.startswith("rp.") or "radical-pilot" in cmdline:
         return "rp.*"
     for role in ROLES:
@@ -52,7 +55,9 @@ def cpu_by_process(run: Path, launcher: subprocess.Popen) -> dict[int, tuple[str
     from ddmd_stream.workflow.cleanup import find_leftovers
 
     procs = {p.pid: p for p in find_leftovers(run)}
-    procs.setdefault(launcher.pid, psutil.Process(launcher.pid))
+    root = psutil.Process(launcher.pid)
+    for proc in [root, *root.children(recursive=True)]:
+        procs.setdefault(proc.pid, proc)
     out = {}
     for pid, proc in procs.items():
         try:

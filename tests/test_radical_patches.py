@@ -63,6 +63,29 @@ def test_an_empty_get_is_answered_within_the_hold(queue_bridge) -> None:
     assert getter.get_nowait(timeout=int(radical_patches.HOLD_S * 1000 * 20)) == []
 
 
+def test_pipe_listener_hands_every_message_to_its_callback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    import radical.utils as ru
+    import radical.utils.zmq.pipe as pipe_module
+
+    monkeypatch.setattr(pipe_module.Pipe, "_listener", pipe_module.Pipe._listener)
+    radical_patches.quiet_pipe_listeners(pipe_module)
+    pull = ru.zmq.Pipe(mode=ru.zmq.MODE_PULL)
+    received: list = []
+    pull.register_cb(received.append)
+    push = ru.zmq.Pipe(mode=ru.zmq.MODE_PUSH, url=str(pull.url))
+    sent = [{"n": i} for i in range(20)]
+    for msg in sent:
+        push.put(msg)
+    deadline = time.monotonic() + 30
+    while len(received) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert received == sent
+    assert pipe_module.Pipe._listener is radical_patches._pipe_listener
+
+
 def _probe(tmp_path: Path, name: str, env: dict[str, str]) -> str:
     """Run a script called `name` that reports which of RADICAL's modules are patched."""
     script = tmp_path / name

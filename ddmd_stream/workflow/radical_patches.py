@@ -12,8 +12,11 @@ warning instead when RADICAL's internals changed (docs/scaling.md "RADICAL-EnTK 
   process pair). The bridge now holds such a request until a message comes or `HOLD_S` passed.
   Only in bridge processes: EnTK's in-process queue serves several threads with several queue
   names through one getter that waits without a timeout, which a held request would stall.
-- `slow_idle_pubsubs`: pubsub bridges wake every 10 ms to check for their stop flag; every
-  `IDLE_S` now (messages are forwarded the moment they come either way).
+  (Answering at once but without RADICAL's 10 ms polls and sleep was tried for EnTK's bridges:
+  its getters then asked as fast as they were answered, 27 % of a core.)
+- `slow_idle_pubsubs`, `quiet_pipe_listeners`: pubsub bridges and pipe listeners wake every
+  10 ms to check for their stop flag; every `IDLE_S` now (messages are forwarded or handled
+  the moment they come either way). In every process.
 - `parallel_process_starts`: `ComponentManager` starts bridges and components one after
   another, each `radical-pilot-*` call waiting ~0.45 s for the new process to import
   radical.pilot; the calls now start at once and are waited for together.
@@ -173,6 +176,28 @@ def _pubsub_bridge_work(self) -> None:
             self._xsub.send(self._xpub.recv())
 
 
+def quiet_pipe_listeners(module: ModuleType) -> None:
+    """radical.utils.zmq.pipe.Pipe._listener, looking at its stop flag every IDLE_S (RADICAL:
+    10 ms; messages are handled the moment they come either way)."""
+    _require(module.Pipe, "_listener")
+    _require(module, "from_msgpack")
+    module.Pipe._listener = _pipe_listener
+
+
+def _pipe_listener(self) -> None:
+    from radical.utils.zmq import pipe
+
+    while not self._term.is_set():
+        socks = dict(self._poller.poll(timeout=int(IDLE_S * 1000)))
+        if self._sock in socks:
+            message = pipe.from_msgpack(self._sock.recv())
+            for callback in self._cbs:
+                try:
+                    callback(message)
+                except Exception:
+                    self._log.exception("callback failed")
+
+
 # --- process starts ------------------------------------------------------------------------
 
 
@@ -281,12 +306,12 @@ def _require(owner: object, *names: str) -> None:
 
 
 Patches = dict[str, Callable[[ModuleType], None]]  # module name -> its patch
-EVERY_PROCESS: Patches = {"radical.utils.heartbeat": slow_process_watchers}
-BRIDGE_PATCHES: Patches = {
-    "radical.utils.zmq.queue": long_poll_queues,
+EVERY_PROCESS: Patches = {
+    "radical.utils.heartbeat": slow_process_watchers,
     "radical.utils.zmq.pubsub": slow_idle_pubsubs,
-    **EVERY_PROCESS,
+    "radical.utils.zmq.pipe": quiet_pipe_listeners,
 }
+BRIDGE_PATCHES: Patches = {"radical.utils.zmq.queue": long_poll_queues, **EVERY_PROCESS}
 START_PATCHES: Patches = {
     "radical.pilot.utils.component_manager": parallel_process_starts,
     "radical.pilot.utils.component": coarse_component_timers,
