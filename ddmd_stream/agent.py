@@ -117,11 +117,8 @@ class Agent:
         """The first detection of a process sets the detector's parameters (DBSCAN's eps) for
         the data, and so does the first under a new model (its latent space has another
         scale); in between they adapt slowly (`Detector.update`)."""
-        adaptive = getattr(self.detector, "detect_adaptive", None)
         fresh, self.detected_with = self.detected_with != self.model_version, self.model_version
-        if adaptive is not None and fresh:
-            return adaptive(latents)
-        return self.detector.detect(latents)
+        return self.detector.detect_adaptive(latents) if fresh else self.detector.detect(latents)
 
     def detect_on_inputs(self, rows: np.ndarray) -> Detection:
         """Outliers among the principal components of the model's input, with a detector of
@@ -132,9 +129,7 @@ class Agent:
                        "outliers on their %s instead", self.cycle_count, self.model_version,
                        len(rows), field)
         embedded = input_embedding(self.window.gather(rows, [field])[field])
-        detector = self.make_detector(self.model.preferred_detector)
-        adaptive = getattr(detector, "detect_adaptive", None)
-        detection = adaptive(embedded) if adaptive is not None else detector.detect(embedded)
+        detection = self.make_detector(self.model.preferred_detector).detect_adaptive(embedded)
         return Detection(detection.indices, detection.scores,
                          {**detection.params, "on_inputs": 1.0})
 

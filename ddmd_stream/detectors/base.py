@@ -80,7 +80,8 @@ class Detector(ABC):
        Scale any target count to the data with `scale_band`; pick the sklearn neighbour
        algorithm with `_algorithm`.
     3. Implement the classmethod `from_config(config, n_jobs)` reading its `AgentConfig` fields.
-    4. Optionally override `update(n_outliers)` to adapt between cycles.
+    4. Optionally override `update(n_outliers)` to adapt between cycles, and
+       `detect_adaptive(latents)` to set parameters from the data first.
     5. Add it to `DETECTORS` in `ddmd_stream/detectors/__init__.py` (and its name to the
        `AgentConfig.detector` Literal).
     """
@@ -93,6 +94,11 @@ class Detector(ABC):
         x, rows = _prepare(latents)
         with _thread_limit(self.n_jobs):
             return _reindex(self._detect(x), rows)
+
+    def detect_adaptive(self, latents: np.ndarray) -> Detection:
+        """Like `detect`, after setting the detector's parameters for these latents (a first
+        cycle, or a new model's latent space); default: `detect`."""
+        return self.detect(latents)
 
     @abstractmethod
     def _detect(self, x: FloatArray) -> Detection:

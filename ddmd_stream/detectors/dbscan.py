@@ -76,7 +76,6 @@ class DBSCANDetector(Detector):
         self._bounds = (0.0, np.inf)
         self._kd = np.empty(0)  # k-distance of every point of the last data
         self._reach = np.empty(0)  # noise at eps iff reach > eps (see the class docstring)
-        self._k_distances = np.empty(0)  # sorted k-distances
         self._last_n: int | None = None  # size of the last data; None: no adaptation possible
 
     @classmethod
@@ -124,7 +123,6 @@ class DBSCANDetector(Detector):
         start = time.perf_counter()
         self._last_n = n
         self._kd, self._reach = self._reachability(x)
-        self._k_distances = np.sort(self._kd)
         self._bounds = (diameter * 1e-9, diameter)
         self._set_eps(self.eps)
         logger.debug("dbscan: k-distances of %d points in %.2f s", n, time.perf_counter() - start)
@@ -150,17 +148,16 @@ class DBSCANDetector(Detector):
 
     def _nothing(self, n: int) -> Detection:
         """No outliers: DBSCAN cannot judge `n` points this degenerate."""
-        params = {"eps": self.eps, "min_samples": float(self.min_samples), "core": float(n)}
-        low, high = scale_band(self.band, n)
-        return Detection.empty({**params, "band_low": float(low), "band_high": float(high)})
+        return Detection.empty(self._params(n, core=n))
 
     def _detection(self, n: int) -> Detection:
         noise = np.flatnonzero(self._reach > self.eps)
+        return Detection(noise, self._kd[noise], self._params(n, int(np.sum(self._kd <= self.eps))))
+
+    def _params(self, n: int, core: int) -> dict[str, float]:
         low, high = scale_band(self.band, n)
-        params = {"eps": self.eps, "min_samples": float(self.min_samples),
-                  "core": float(np.sum(self._kd <= self.eps)),
-                  "band_low": float(low), "band_high": float(high)}
-        return Detection(noise, self._kd[noise], params)
+        return {"eps": self.eps, "min_samples": float(self.min_samples), "core": float(core),
+                "band_low": float(low), "band_high": float(high)}
 
     # ----------------------------------------------------------------- adaptation
 
@@ -203,8 +200,8 @@ class DBSCANDetector(Detector):
         """eps * step, from all-noise at least the least sampled k-distance, capped (see class)."""
         high = scale_band(self.band, self._last_n or 0)[1]
         eps = self.eps * self.factor ** abs(self._streak)
-        if count >= (self._last_n or 0) and len(self._k_distances):
-            eps = max(eps, float(self._k_distances[0]))
+        if count >= (self._last_n or 0) and len(self._kd):
+            eps = max(eps, float(self._kd.min()))
         cap = self._noncore_eps(high)
         return min(eps, cap) if cap > self.eps else eps
 
@@ -214,9 +211,9 @@ class DBSCANDetector(Detector):
 
     def _noncore_eps(self, count: int) -> float:
         """eps above which fewer than `count` points are non-core."""
-        if count == 0 or len(self._k_distances) == 0:
+        if count == 0 or len(self._kd) == 0:
             return np.inf
-        return float(np.quantile(self._k_distances, 1.0 - count / (self._last_n or 1)))
+        return float(np.quantile(self._kd, 1.0 - count / (self._last_n or 1)))
 
     def _interpolate(self, small: tuple[float, int], large: tuple[float, int]) -> float:
         """eps between the brackets where log(count + 1) hits the band centre (log-log line)."""

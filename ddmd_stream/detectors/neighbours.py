@@ -57,7 +57,7 @@ class SlidingNeighbours:
 
     def _slide(self, x: FloatArray, m: int) -> None:
         kept = len(self._points) - m
-        distances, indices = self.distances[m:].copy(), self.indices[m:] - m
+        distances, indices = self.distances[m:], self.indices[m:] - m  # never written in place
         lost = np.flatnonzero((indices < 0).any(axis=1))
         if kept < len(x):
             fresh = x[kept:]
