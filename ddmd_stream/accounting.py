@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ddmd_stream.frames import SEGMENT_ID, SIM_ID, STEP
+from ddmd_stream.frames import SEGMENT_ID, SIM_ID, STEP, frame_keys
 from ddmd_stream.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 RECORD = np.dtype([("segment", "<i8"), ("step", "<i8")])
-STEP_BITS = 40  # identity key: segment << 40 | step (2**40 steps of 2 fs = 2 ms of MD)
 ATTEMPT_MARKER = -1  # the segment of the record a simulation process writes when it starts
 EXIT_OK, EXIT_LOSS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -92,10 +91,6 @@ def last_recorded(path: Path) -> tuple[int, int] | None:
     """(segment, step) of the last frame in a ledger, or None."""
     records = frames_of(read_ledger(path))
     return (int(records["segment"][-1]), int(records["step"][-1])) if len(records) else None
-
-
-def frame_keys(segments: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    return (np.asarray(segments, np.int64) << STEP_BITS) | np.asarray(steps, np.int64)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import logging
 import time
 
 from ddmd_stream.streams import Batch, FrameWriter, StreamPoller, concat_batches, group_by_shape
+from ddmd_stream.streams.delivery import StoredKeys
 from ddmd_stream.task import TaskContext, run_task
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,8 @@ DRAIN_GRACE_S = 15.0
 class Aggregator:
     """Polls its simulations round robin; every `flush_interval_s` appends what came as one step
     per shape signature (simulations of structures of different sizes send frames that cannot
-    share a step)."""
+    share a step), then acknowledges the stored frames to their simulations. Frames replayed
+    after a restart that the store already holds are dropped (`streams.delivery`)."""
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx
@@ -34,12 +36,11 @@ class Aggregator:
             streams.open_timeout_s,
             streams.liveness_timeout_s,
         )
+        self.paths = paths
+        store = ctx.run.aggregator_store(ctx.index)
+        self.stored = StoredKeys.of_store(store)  # before appending: replays are dropped
         self.store = FrameWriter(
-            streams.adios_xml,
-            streams.aggregator_io,
-            ctx.run.aggregator_store(ctx.index),
-            streams.open_timeout_s,
-            append=True,
+            streams.adios_xml, streams.aggregator_io, store, streams.open_timeout_s, append=True
         )
         self.pending: list[tuple[int, Batch]] = []  # (sim_id, batch) in arrival order
         self.last_flush = time.monotonic()
@@ -65,6 +66,7 @@ class Aggregator:
                 frames=self.frames,
                 bytes=self.store.bytes_written,
                 put_s=self.store.put_seconds,
+                replayed_dropped=self.stored.dropped,
             )
 
     def drain(self, grace_s: float = DRAIN_GRACE_S) -> None:
@@ -79,7 +81,8 @@ class Aggregator:
         """One round over all streams; returns the number of batches received."""
         started = time.perf_counter()
         got = self.poller.poll()
-        self.pending.extend(got)
+        self.pending.extend((sim, fresh) for sim, batch in got
+                            if _frames(fresh := self.stored.new_frames(sim, batch)))
         if got:
             self.ctx.events.event("read", batches=len(got), dur=time.perf_counter() - started)
         due = time.monotonic() - self.last_flush >= self.settings.flush_interval_s
@@ -92,13 +95,18 @@ class Aggregator:
         the order they came."""
         for group in group_by_shape(self.pending):
             batch = concat_batches(group)
-            count = len(next(iter(batch.values())))
+            count = _frames(batch)
             with self.ctx.events.span("write", frames=count):
                 self.store.write(batch)
             self.frames += count
+        self.stored.acknowledge(self.paths, {sim for sim, _ in self.pending})
         self.pending.clear()
         self.last_flush = time.monotonic()
         self.ctx.update_status(frames=self.frames, open_streams=self.poller.open_count)
+
+
+def _frames(batch: Batch) -> int:
+    return len(next(iter(batch.values()), ()))
 
 
 def main(ctx: TaskContext) -> None:

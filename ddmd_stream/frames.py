@@ -46,6 +46,23 @@ ANGSTROM_TO_NM = 0.1
 
 Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]
 
+# A frame's identity within its simulation as one int64: segment << STEP_BITS | step (2**40
+# steps of 2 fs = 2 ms of MD). A simulation's keys only grow, across restarts and resumes.
+STEP_BITS = 40
+
+
+def frame_keys(segments: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The identity keys of frames (segment_id, step)."""
+    return (np.asarray(segments, np.int64) << STEP_BITS) | np.asarray(steps, np.int64)
+
+
+def batch_keys(batch: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The identity keys of a batch's frames, or None when it lacks segment_id or step."""
+    if SEGMENT_ID not in batch or STEP not in batch:
+        return None
+    return frame_keys(batch[SEGMENT_ID], batch[STEP]).reshape(-1)
+
+
 # The per-frame bookkeeping every consumer may read (small: a few scalars per frame).
 IDENTITY_FIELDS = (RMSD, SIM_ID, STEP, SEGMENT_ID, STRUCTURE_ID)
 

@@ -29,7 +29,8 @@ from ddmd_stream.md.system import (
     prepare_start,
     reference_ca_angstrom,
 )
-from ddmd_stream.streams import BatchingWriter, FrameWriter
+from ddmd_stream.streams import BatchingWriter, FrameWriter, engine_type
+from ddmd_stream.streams.replay import ReplayingWriter, replay_supported
 from ddmd_stream.task import TaskContext, run_task
 
 logger = logging.getLogger(__name__)
@@ -131,13 +132,15 @@ class StreamingSimulation:
                 streams.adios_xml, streams.aggregator_io, self.ctx.run.sim_store(self.sim_id),
                 streams.open_timeout_s, append=True)
             return
-        self.writer = FrameWriter(
-            streams.adios_xml,
-            streams.simulation_io,
-            self.ctx.run.sim_stream(self.sim_id),
-            streams.open_timeout_s,
-            stop_file=self.ctx.run.stop_file,
-        )
+        path = self.ctx.run.sim_stream(self.sim_id)
+        if not replay_supported(engine_type(streams.adios_xml, streams.simulation_io)):
+            self.writer = FrameWriter(streams.adios_xml, streams.simulation_io, path,
+                                      streams.open_timeout_s, stop_file=self.ctx.run.stop_file)
+            return
+        self.writer = ReplayingWriter(  # no frame lost while the aggregator restarts
+            streams.adios_xml, streams.simulation_io, path, streams.open_timeout_s,
+            stop_file=self.ctx.run.stop_file, liveness_timeout_s=streams.liveness_timeout_s,
+            should_stop=self.ctx.should_stop)
 
     def run(self) -> None:
         if self.ctx.should_stop():  # stopped while starting: no stream to open for nothing

@@ -20,32 +20,37 @@ from ddmd_stream.streams import engine_type, read_store, stream_ready
 from ddmd_stream.workflow.local import start_task
 from ddmd_stream.workflow.prepare import prepare
 
-# A simulation-like writer: one frame (sim_id, step, wall_time, positions) every `delay` s
-# until STOP appears; then it closes and prints how many frames it wrote.
+# A simulation-like writer: one frame (sim_id, segment_id, step, wall_time, positions) every
+# `delay` s until STOP appears; then it closes and prints how many frames it wrote (and
+# replayed: with `replay`, the simulations' ReplayingWriter).
 WRITER = r"""
 import json, os, sys, time
 import numpy as np
 from ddmd_stream.streams import FrameWriter
+from ddmd_stream.streams.replay import ReplayingWriter
 a = json.loads(sys.argv[1])
-w = FrameWriter(a["xml"], "SimulationOutput", a["path"], open_timeout_s=60,
-                stop_file=a["stop"])
+kind = ReplayingWriter if a["replay"] else FrameWriter
+w = kind(a["xml"], "SimulationOutput", a["path"], open_timeout_s=60, stop_file=a["stop"])
 step = 0
 while not os.path.exists(a["stop"]):
-    w.write({"sim_id": np.full(1, a["sim"], np.int64), "step": np.full(1, step, np.int64),
-             "wall_time": np.full(1, time.time()), "positions": np.zeros((1, 22, 3), np.float32)})
+    w.write({"sim_id": np.full(1, a["sim"], np.int64), "segment_id": np.zeros(1, np.int64),
+             "step": np.full(1, step, np.int64), "wall_time": np.full(1, time.time()),
+             "positions": np.zeros((1, 22, 3), np.float32)})
     step += 1
     time.sleep(a["delay"])
 w.close()
-print(json.dumps({"frames": step}), flush=True)
+print(json.dumps({"frames": step, "replayed": getattr(w, "replayed", 0)}), flush=True)
 """
 
 
-def start_writer(path: Path, sim: int, stop: Path, delay: float = 0.02) -> subprocess.Popen:
+def start_writer(path: Path, sim: int, stop: Path, delay: float = 0.02,
+                 replay: bool = False) -> subprocess.Popen:
     args = {"xml": str(SST_XML), "path": str(path), "sim": sim, "stop": str(stop),
-            "delay": delay}
-    return subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+            "delay": delay, "replay": replay}
+    with open(path.parent / f"writer-{sim}.stderr", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(args)],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                start_new_session=True)
 
 
 def test_stopped_writer_does_not_stall_the_others(make_config, processes) -> None:
@@ -130,3 +135,52 @@ def test_crashed_reader_process_reconnects(tmp_path: Path, processes) -> None:
         stop.write_text("test\n")
         writer.communicate(timeout=60)
         poller.close()
+
+
+
+def test_aggregator_killed_twice_loses_no_frame(make_config, processes) -> None:
+    """kill -9 of the aggregator while its simulations stream: each holds its frames until the
+    next aggregator connects and replays what was not stored; every frame is stored once."""
+    from ddmd_stream.streams import ReaderInfo
+
+    config = make_config(workflow={"duration_s": 180}, simulation={"num_simulations": 2},
+                         aggregation={"flush_interval_s": 0.2, "idle_backoff_max_s": 0.1})
+    plan = prepare(config)
+    run, stop = config.workflow.run_dir, config.workflow.run_dir / "STOP"
+    store = run / "stream" / "agg-0000.bp"
+    paths = {i: run / "stream" / f"sim-{i:04d}" for i in range(2)}
+    writers = [start_writer(paths[i], i, stop, delay=0.01, replay=True) for i in range(2)]
+    processes.extend(writers)
+    spec = next(s for s in plan.tasks if s.role == "aggregator")
+
+    def stored_steps() -> int:
+        try:
+            return len(read_store(store, ["sim_id"])["sim_id"])
+        except Exception:  # no store yet, or a step being written
+            return 0
+
+    def start_and_store(frames: int = 100) -> subprocess.Popen:
+        aggregator = start_task(spec)
+        processes.append(aggregator)
+        before = stored_steps()
+        assert wait_for(lambda: stored_steps() > before + frames, timeout_s=90, interval_s=0.2)
+        return aggregator
+
+    def kill(aggregator: subprocess.Popen) -> None:
+        readers = [ReaderInfo.read(path) for path in paths.values()]
+        os.kill(aggregator.pid, signal.SIGKILL)  # its pumps end on their own
+        aggregator.wait(timeout=10)
+        assert wait_for(lambda: all(r is not None and r.known_dead() for r in readers), 10)
+
+    for _ in range(2):
+        kill(start_and_store())
+    aggregator = start_and_store()
+    stop.write_text("test\n")
+    results = [json.loads(w.communicate(timeout=60)[0]) for w in writers]
+    assert aggregator.wait(timeout=60) == 0
+    stored = read_store(store, ["sim_id", "step"])
+    for sim, result in enumerate(results):
+        steps = np.sort(stored["step"][stored["sim_id"] == sim])
+        assert len(np.unique(steps)) == len(steps), f"sim {sim}: a frame was stored twice"
+        assert steps.tolist() == list(range(result["frames"])), f"sim {sim}: frames lost"
+        assert result["replayed"] > 0  # what the killed aggregators held came again

@@ -590,3 +590,47 @@ def test_read_rows_by_random_access_while_the_store_is_appended_to(tmp_path: Pat
         assert empty.shape == (0, 3) and empty.dtype == np.float32
     with pytest.raises(StreamOpenError, match=r"nothing\.bp"):
         read_rows(tmp_path / "nothing.bp", 0, [0], ["id"])
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def _frames_batch(sim: int, steps: list[int]) -> dict[str, np.ndarray]:
+    n = len(steps)
+    return {"sim_id": np.full(n, sim, np.int64), "segment_id": np.zeros(n, np.int64),
+            "step": np.array(steps, np.int64), "rmsd": np.arange(n, dtype=np.float32)}
+
+
+def test_stored_keys_drop_replayed_frames_and_ack_the_rest(tmp_path: Path) -> None:
+    from ddmd_stream.streams import FrameWriter
+    from ddmd_stream.streams.delivery import StoredKeys, read_ack
+
+    store = tmp_path / "agg-0000.bp"
+    with FrameWriter(BP5_XML, "AggregatorOutput", store) as writer:
+        writer.write(_frames_batch(0, [0, 1, 2]))
+        writer.write(_frames_batch(1, [5]))
+    stored = StoredKeys.of_store(store)  # an aggregator restarted on it
+    replay = stored.new_frames(0, _frames_batch(0, [1, 2, 3, 4]))
+    assert replay["step"].tolist() == [3, 4] and replay["rmsd"].tolist() == [2.0, 3.0]
+    assert stored.new_frames(1, _frames_batch(1, [5]))["step"].tolist() == []
+    assert stored.new_frames(2, _frames_batch(2, [0]))["step"].tolist() == [0]
+    assert stored.dropped == 3
+    streams = {0: tmp_path / "sim-0000", 2: tmp_path / "sim-0002"}
+    stored.acknowledge(streams, [0, 2])
+    assert read_ack(streams[0]) == 4 and read_ack(streams[2]) == 0
+    assert read_ack(tmp_path / "sim-0001") is None
+
+
+def test_pump_passes_only_frames_after_its_greeting() -> None:
+    from ddmd_stream.streams.delivery import HELLO
+    from ddmd_stream.streams.pump import _Greeting
+
+    frames, empty = _frames_batch(0, [1]), {}
+    greeting = _Greeting(hello=7, expected=True)
+    assert not greeting.passes(frames)  # written for the reader before
+    assert not greeting.passes({HELLO: np.array([8])})  # another reader's greeting
+    assert not greeting.passes(frames)
+    assert not greeting.passes({HELLO: np.array([7])})
+    assert greeting.passes(frames) and not greeting.passes(empty)
+    plain = _Greeting(hello=7, expected=False)  # a writer without the handshake
+    assert plain.passes(frames) and not plain.passes(empty)

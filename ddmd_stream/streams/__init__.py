@@ -8,11 +8,13 @@ batch. Engines and their parameters come only from the ADIOS XML.
 |---|---|
 | `adios` | adios2 import, XML validation, engine lookup, opening, dtypes, `Batch` |
 | `errors` | `StreamError`, `StreamOpenError`, `WriterDied`, `MissingVariables` |
-| `liveness` | the `.writer` sidecar (`WriterInfo`), SST contact files, `stream_ready` |
+| `liveness` | the `.writer`/`.reader` sidecars (`WriterInfo`, `ReaderInfo`), SST contact files |
+| `delivery` | exactly once across reader restarts: greeting, acks, `StoredKeys` |
 | `seeds` | distinct EVPath seeds for processes sharing a folder |
 | `watchdog` | `open_deadline`: a time limit for blocking opens |
 | `batches` | joining batches of per-structure shapes: `concat_batches`, `group_by_shape` … |
 | `writer` | `FrameWriter`, `BatchingWriter` |
+| `replay` | `ReplayingWriter`: holds and replays frames while its reader restarts |
 | `reader` | `FrameReader` (only the variables asked for) |
 | `poller` | `StreamPoller`: many streams, round robin |
 | `pump` | `StreamPump`: one stream read in a process of its own (a hung writer blocks only it) |
@@ -41,6 +43,7 @@ from ddmd_stream.streams.errors import (
     WriterDied,
 )
 from ddmd_stream.streams.liveness import (
+    ReaderInfo,
     WriterInfo,
     clean_stale_contact_files,
     contact_file,
@@ -61,8 +64,9 @@ from ddmd_stream.streams.writer import BatchingWriter, FrameWriter
 
 __all__ = [
     "SEED_REGISTRY", "Batch", "BatchingWriter", "FrameReader", "FrameWriter", "MissingVariables",
-    "ShapeMismatch", "StoreReader", "StreamError", "StreamOpenError", "StreamPoller",
-    "WriterDied", "WriterInfo", "clean_stale_contact_files", "concat_batches", "concat_ragged",
+    "ReaderInfo", "ShapeMismatch", "StoreReader", "StreamError", "StreamOpenError",
+    "StreamPoller", "WriterDied", "WriterInfo", "clean_stale_contact_files", "concat_batches",
+    "concat_ragged",
     "contact_file", "declare_io", "describe_store", "engine_parameters", "engine_type",
     "group_by_shape", "is_file_engine", "main", "open_deadline", "read_frames", "read_rows",
     "read_store", "reserve_evpath_seed", "stack_frames", "stream_ready",

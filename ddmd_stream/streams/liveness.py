@@ -1,14 +1,16 @@
-"""Is a stream's writer alive? The `.writer` sidecar, pid checks and SST contact files."""
+"""Is a stream's peer alive? The `.writer` and `.reader` sidecars, pid checks, SST contact files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar, Self
 
 from ddmd_stream.atomic import atomic_write
 from ddmd_stream.streams.adios import is_file_engine
@@ -17,33 +19,41 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class WriterInfo:
-    """Who writes a stream, kept beside it so readers can tell a live writer from a dead one."""
+class PeerInfo:
+    """One end of a stream (its process), kept in a sidecar beside the stream so the other end
+    can tell a live peer from a dead one."""
+
+    SUFFIX: ClassVar[str] = ".peer"
 
     pid: int
     host: str
     token: str
-    started: float
-
-    @staticmethod
-    def sidecar(path: Path) -> Path:
-        """The `.writer` file beside stream `path`."""
-        return path.with_name(path.name + ".writer")
 
     @classmethod
-    def read(cls, path: Path) -> WriterInfo | None:
-        """The writer recorded beside `path`, or None (no sidecar, or an unreadable one)."""
+    def sidecar(cls, path: Path) -> Path:
+        """The sidecar file of this kind beside stream `path`."""
+        return path.with_name(path.name + cls.SUFFIX)
+
+    @classmethod
+    def read(cls, path: Path) -> Self | None:
+        """The peer recorded beside `path`, or None (no sidecar, or an unreadable one)."""
         try:
             return cls(**json.loads(cls.sidecar(path).read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
     def write(self, path: Path) -> None:
-        """Record this writer beside `path` (atomically)."""
-        atomic_write(self.sidecar(path), json.dumps(self.__dict__), durable=False)
+        """Record this peer beside `path` (atomically)."""
+        atomic_write(self.sidecar(path), json.dumps(asdict(self)), durable=False)
+
+    def touch(self, path: Path) -> None:
+        """Heartbeat: peers on other hosts judge liveness by the sidecar's age. A sidecar
+        removed by someone else stays removed."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.sidecar(path))
 
     def known_dead(self) -> bool:
-        """Certainly gone: a writer on this host whose process has ended."""
+        """Certainly gone: a peer on this host whose process has ended."""
         return self.host == socket.gethostname() and not pid_alive(self.pid)
 
     def alive(self, path: Path, liveness_timeout_s: float) -> bool:
@@ -55,6 +65,27 @@ class WriterInfo:
         except OSError:
             return False
         return age < liveness_timeout_s
+
+
+@dataclass(frozen=True)
+class WriterInfo(PeerInfo):
+    """Who writes a stream (`.writer`). `handshake`: the writer greets each new reader and
+    replays what it may have missed (`streams.replay`); its reader drops the steps before."""
+
+    SUFFIX: ClassVar[str] = ".writer"
+
+    started: float = 0.0
+    handshake: bool = False
+
+
+@dataclass(frozen=True)
+class ReaderInfo(PeerInfo):
+    """Who reads a stream (`.reader`), written by the reader before it opens the stream and
+    again, `connected`, once its open returned."""
+
+    SUFFIX: ClassVar[str] = ".reader"
+
+    connected: bool = False
 
 
 def pid_alive(pid: int) -> bool:

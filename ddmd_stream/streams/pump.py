@@ -12,6 +12,10 @@ and when its pipe is closed (a stop request, or its poller gone). The poller ack
 bounded as before (one message), so a slow aggregator still blocks its simulations through
 SST's QueueLimit instead of letting frames age in socket buffers (measured: p50 latency 8.8 s
 without the ack, benchmarks/RESULTS.md).
+
+A pump records itself beside the stream (`.reader`: before its open, and `connected` after):
+a writer with the handshake (`streams.replay`) holds its frames while that reader is gone and
+greets the next one; the pump drops the steps before its greeting (`streams.delivery`).
 """
 
 from __future__ import annotations
@@ -24,18 +28,21 @@ import multiprocessing.forkserver
 import multiprocessing.util
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
+import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
 from ddmd_stream.streams.adios import Batch
+from ddmd_stream.streams.delivery import hello_id, hello_of
 from ddmd_stream.streams.errors import StreamError, WriterDied
-from ddmd_stream.streams.liveness import WriterInfo
+from ddmd_stream.streams.liveness import ReaderInfo, WriterInfo
 from ddmd_stream.streams.reader import FrameReader
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,8 @@ warnings.filterwarnings("ignore", r".* found in sys\.modules after import of pac
                         RuntimeWarning, "runpy")
 
 MAX_BATCHES_PER_MESSAGE = 8  # steps a pump sends at once, then waits for the poller's ack
+MAX_STEPS_PER_READ = 64  # steps a pump reads at once (most may be empty: a writer holding)
+HEARTBEAT_S = 1.0  # least time between touches of the pump's `.reader` sidecar
 IDLE_SLEEP_S = (0.005, 0.05)  # a pump with nothing to read sleeps from this to this long
 MAX_SOCKET_DIR_CHARS = 60  # room for pymp-XXXX/listener-XXXX in a 108-byte AF_UNIX path
 STOP_GRACE_S = 5.0  # a stopped pump that does not exit by then is killed (stuck in ADIOS)
@@ -157,6 +166,8 @@ class StreamPump:
 def pump_main(spec: PumpSpec, connection: multiprocessing.connection.Connection) -> None:
     """The pump process: open the stream, send every batch, then the stream's end."""
     parent = os.getppid()  # the forkserver, which ends with the poller's process
+    me = ReaderInfo(os.getpid(), socket.gethostname(), uuid.uuid4().hex)
+    me.write(spec.path)  # before the open: the writer holds its frames for us from now on
     try:
         reader = FrameReader(spec.xml, spec.io_name, spec.path, spec.open_timeout_s,
                              spec.liveness_timeout_s)
@@ -164,14 +175,51 @@ def pump_main(spec: PumpSpec, connection: multiprocessing.connection.Connection)
         _send(connection, ("open_failed", str(error)))
         return
     reader.writer = spec.writer
+    greeting = _Greeting(hello_id(me.token), spec.writer.handshake)
+    replace(me, connected=True).write(spec.path)
     try:
         if _send(connection, ("opened",)):
-            _pump(reader, connection, parent)
+            _pump(reader, connection, parent, _Heartbeat(replace(me, connected=True), spec.path),
+                  greeting)
     finally:
         reader.close()
 
 
-def _pump(reader: FrameReader, connection: Any, parent: int) -> None:
+@dataclass
+class _Greeting:
+    """A writer with the handshake greets its reader; the steps before the greeting were
+    written for no one (or for the reader before) and are replayed after it."""
+
+    hello: int
+    expected: bool
+    greeted: bool = False
+
+    def passes(self, batch: Batch) -> bool:
+        """Is `batch` frames for this reader (not a greeting, empty step or unheard step)?"""
+        hello = hello_of(batch)
+        if hello is not None:
+            self.greeted = self.greeted or hello == self.hello
+            return False
+        return bool(batch) and (self.greeted or not self.expected)
+
+
+@dataclass
+class _Heartbeat:
+    """The pump's `.reader` sidecar, touched every HEARTBEAT_S (for writers on other hosts)."""
+
+    info: ReaderInfo
+    path: Path
+    last: float = 0.0
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_S:
+            self.info.touch(self.path)
+            self.last = now
+
+
+def _pump(reader: FrameReader, connection: Any, parent: int, heartbeat: _Heartbeat,
+          greeting: _Greeting) -> None:
     """Send batches until the stream ends, breaks, or the poller stops listening.
 
     Steps are polled with begin_step(timeout=0), as the poller did in-process (a timed SST
@@ -179,7 +227,8 @@ def _pump(reader: FrameReader, connection: Any, parent: int) -> None:
     """
     idle_s = IDLE_SLEEP_S[0]
     while os.getppid() == parent:
-        batches, broken = _read_available(reader)
+        heartbeat.beat()
+        batches, broken = _read_available(reader, greeting)
         if batches:
             if not _send(connection, ("batches", batches)) or not _acked(connection, parent):
                 return
@@ -199,18 +248,22 @@ def _pump(reader: FrameReader, connection: Any, parent: int) -> None:
         idle_s = min(idle_s * 2, IDLE_SLEEP_S[1])
 
 
-def _read_available(reader: FrameReader) -> tuple[list[Batch], WriterDied | None]:
-    """The steps available now (at most MAX_BATCHES_PER_MESSAGE), and the break if the stream
-    broke after them."""
+def _read_available(reader: FrameReader, greeting: _Greeting
+                    ) -> tuple[list[Batch], WriterDied | None]:
+    """The frames of the steps available now (at most MAX_STEPS_PER_READ steps, of which at
+    most MAX_BATCHES_PER_MESSAGE with frames), and the break if the stream broke after them."""
     batches: list[Batch] = []
-    while len(batches) < MAX_BATCHES_PER_MESSAGE:
+    for _ in range(MAX_STEPS_PER_READ):
         try:
             batch = reader.next(0.0)
         except WriterDied as error:
             return batches, error
         if batch is None:
             break
-        batches.append(batch)
+        if greeting.passes(batch):
+            batches.append(batch)
+            if len(batches) >= MAX_BATCHES_PER_MESSAGE:
+                break
     return batches, None
 
 

@@ -27,6 +27,7 @@ class FrameWriter:
     """Writes batches to one stream; the first batch fixes the variables and their dtypes."""
 
     HEARTBEAT_S = 1.0  # least time between touches of the `.writer` sidecar
+    handshake = False  # greets each new reader (streams.replay)
 
     def __init__(
         self,
@@ -47,7 +48,8 @@ class FrameWriter:
         self.frames_written = 0
         self.bytes_written = 0
         contact_file(self.path).unlink(missing_ok=True)  # a stale one would break readers
-        self.info = WriterInfo(os.getpid(), socket.gethostname(), uuid.uuid4().hex, time.time())
+        self.info = WriterInfo(os.getpid(), socket.gethostname(), uuid.uuid4().hex, time.time(),
+                               self.handshake)
         self.info.write(self.path)
         self._last_heartbeat = time.monotonic()
         self.engine = self._open(open_timeout_s, append)
