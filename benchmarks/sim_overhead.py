@@ -16,6 +16,8 @@ and CPU time (this process, all OpenMM threads) are summed per variant:
 
 - sst: the shipped `adios_xml/sst.xml` (loopback); a reader subprocess drains the stream.
 - bp5: the shipped `adios_xml/bp5.xml`; frames go into a BP5 file, no reader.
+- sst-replay: as sst, through the simulations' `streams.replay.ReplayingWriter` (keeps a copy of
+  every frame until an ack; here no aggregator acks, so the copies are never dropped).
 
 Short runs report far more often than the paper (one frame per 50 ps = 25,000 steps), so the
 per-frame cost is measured directly and extrapolated: the "frame loop" times --frames
@@ -43,7 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bba"
-XMLS = {"sst": REPO / "adios_xml" / "sst.xml", "bp5": REPO / "adios_xml" / "bp5.xml"}
+XMLS = {"sst": REPO / "adios_xml" / "sst.xml", "bp5": REPO / "adios_xml" / "bp5.xml",
+        "sst-replay": REPO / "adios_xml" / "sst.xml"}
 IO_NAME = "SimulationOutput"
 PAPER_INTERVAL_PS = 50.0
 
@@ -95,15 +98,17 @@ class Streamer:
         from ddmd_stream.md.geometry import ca_indices
         from ddmd_stream.md.reporter import FrameReporter
         from ddmd_stream.streams import FrameWriter
+        from ddmd_stream.streams.replay import ReplayingWriter
 
         self.path = folder / f"sim-{transport}"
         self.reader = None
-        if transport == "sst":  # the SST writer's open waits for its reader
+        if transport.startswith("sst"):  # the SST writer's open waits for its reader
             self.reader = subprocess.Popen(
                 [sys.executable, "-c", READER, str(XMLS[transport]), IO_NAME, str(self.path)],
                 stdout=subprocess.PIPE, text=True, start_new_session=True,
             )
-        self.writer = FrameWriter(XMLS[transport], IO_NAME, self.path, open_timeout_s=120)
+        kind = ReplayingWriter if transport.endswith("-replay") else FrameWriter
+        self.writer = kind(XMLS[transport], IO_NAME, self.path, open_timeout_s=120)
         self.reporter = FrameReporter(interval, self.send, ca_indices(simulation.topology),
                                       reference, positions="ca", velocities=True)
 
