@@ -9,6 +9,7 @@ import logging
 import time
 
 from ddmd_stream.streams import Batch, FrameWriter, StreamPoller, concat_batches, group_by_shape
+from ddmd_stream.streams.batches import frame_count
 from ddmd_stream.streams.delivery import StoredKeys
 from ddmd_stream.task import TaskContext, run_task
 
@@ -36,7 +37,6 @@ class Aggregator:
             streams.open_timeout_s,
             streams.liveness_timeout_s,
         )
-        self.paths = paths
         store = ctx.run.aggregator_store(ctx.index)
         self.stored = StoredKeys.of_store(store)  # before appending: replays are dropped
         self.store = FrameWriter(
@@ -82,7 +82,7 @@ class Aggregator:
         started = time.perf_counter()
         got = self.poller.poll()
         self.pending.extend((sim, fresh) for sim, batch in got
-                            if _frames(fresh := self.stored.new_frames(sim, batch)))
+                            if frame_count(fresh := self.stored.new_frames(sim, batch)))
         if got:
             self.ctx.events.event("read", batches=len(got), dur=time.perf_counter() - started)
         due = time.monotonic() - self.last_flush >= self.settings.flush_interval_s
@@ -95,18 +95,14 @@ class Aggregator:
         the order they came."""
         for group in group_by_shape(self.pending):
             batch = concat_batches(group)
-            count = _frames(batch)
+            count = frame_count(batch)
             with self.ctx.events.span("write", frames=count):
                 self.store.write(batch)
             self.frames += count
-        self.stored.acknowledge(self.paths, {sim for sim, _ in self.pending})
+        self.stored.acknowledge(self.poller.paths, {sim for sim, _ in self.pending})
         self.pending.clear()
         self.last_flush = time.monotonic()
         self.ctx.update_status(frames=self.frames, open_streams=self.poller.open_count)
-
-
-def _frames(batch: Batch) -> int:
-    return len(next(iter(batch.values()), ()))
 
 
 def main(ctx: TaskContext) -> None:

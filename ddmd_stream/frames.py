@@ -26,6 +26,8 @@ takes field names and units from here; nothing converts units twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 POSITIONS = "positions"
@@ -56,7 +58,7 @@ def frame_keys(segments: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return (np.asarray(segments, np.int64) << STEP_BITS) | np.asarray(steps, np.int64)
 
 
-def batch_keys(batch: dict[str, np.ndarray]) -> np.ndarray | None:
+def batch_keys(batch: Mapping[str, np.ndarray]) -> np.ndarray | None:
     """The identity keys of a batch's frames, or None when it lacks segment_id or step."""
     if SEGMENT_ID not in batch or STEP not in batch:
         return None

@@ -11,13 +11,17 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from conftest import SST_XML, wait_for
 
 from ddmd_stream.streams import engine_type, read_store, stream_ready
 from ddmd_stream.workflow.local import start_task
+from ddmd_stream.workflow.plan import TaskPlan, TaskSpec
 from ddmd_stream.workflow.prepare import prepare
 
 # A simulation-like writer: one frame (sim_id, segment_id, step, wall_time, positions) every
@@ -53,21 +57,42 @@ def start_writer(path: Path, sim: int, stop: Path, delay: float = 0.02,
                                 start_new_session=True)
 
 
-def test_stopped_writer_does_not_stall_the_others(make_config, processes) -> None:
-    config = make_config(workflow={"duration_s": 120}, simulation={"num_simulations": 3},
-                         aggregation={"flush_interval_s": 0.2, "idle_backoff_max_s": 0.1})
-    plan = prepare(config)
-    run, stop = config.workflow.run_dir, config.workflow.run_dir / "STOP"
-    store = run / "stream" / "agg-0000.bp"
-    paths = {i: run / "stream" / f"sim-{i:04d}" for i in range(3)}
-    writers = {i: start_writer(paths[i], i, stop) for i in range(3)}
-    processes.extend(writers.values())
+@dataclass
+class FanIn:
+    """A prepared run of one aggregator over the streams of simulation-like writers."""
 
-    def frames_of(sim: int) -> int:
+    plan: TaskPlan
+    stop: Path
+    store: Path
+    paths: dict[int, Path]
+
+    @property
+    def aggregator(self) -> TaskSpec:
+        return next(spec for spec in self.plan.tasks if spec.role == "aggregator")
+
+    def stored(self, sim: int | None = None) -> int:
+        """Frames in the store (of simulation `sim`, or all)."""
         try:
-            return int((read_store(store, ["sim_id"])["sim_id"] == sim).sum())
+            sim_ids = read_store(self.store, ["sim_id"])["sim_id"]
         except Exception:  # no store yet, or a step being written
             return 0
+        return len(sim_ids) if sim is None else int((sim_ids == sim).sum())
+
+
+def fan_in(make_config: Callable[..., Any], sims: int, duration_s: float) -> FanIn:
+    config = make_config(workflow={"duration_s": duration_s},
+                         simulation={"num_simulations": sims},
+                         aggregation={"flush_interval_s": 0.2, "idle_backoff_max_s": 0.1})
+    plan, run = prepare(config), config.workflow.run_dir
+    return FanIn(plan, run / "STOP", run / "stream" / "agg-0000.bp",
+                 {i: run / "stream" / f"sim-{i:04d}" for i in range(sims)})
+
+
+def test_stopped_writer_does_not_stall_the_others(make_config, processes) -> None:
+    setup = fan_in(make_config, sims=3, duration_s=120)
+    stop, store, paths, frames_of = setup.stop, setup.store, setup.paths, setup.stored
+    writers = {i: start_writer(paths[i], i, stop) for i in range(3)}
+    processes.extend(writers.values())
 
     def others_grow_by(frames: int, timeout_s: float = 30) -> bool:
         before = {i: frames_of(i) for i in (0, 2)}
@@ -78,7 +103,7 @@ def test_stopped_writer_does_not_stall_the_others(make_config, processes) -> Non
     engine = engine_type(SST_XML, "SimulationOutput")
     assert wait_for(lambda: stream_ready(paths[1], engine) is not None, timeout_s=30)
     writers[1].send_signal(signal.SIGSTOP)
-    aggregator = start_task(next(s for s in plan.tasks if s.role == "aggregator"))
+    aggregator = start_task(setup.aggregator)
     processes.append(aggregator)
     try:
         assert others_grow_by(40, timeout_s=60), "a writer stopped before its open stalled"
@@ -143,24 +168,13 @@ def test_aggregator_killed_twice_loses_no_frame(make_config, processes) -> None:
     next aggregator connects and replays what was not stored; every frame is stored once."""
     from ddmd_stream.streams import ReaderInfo
 
-    config = make_config(workflow={"duration_s": 180}, simulation={"num_simulations": 2},
-                         aggregation={"flush_interval_s": 0.2, "idle_backoff_max_s": 0.1})
-    plan = prepare(config)
-    run, stop = config.workflow.run_dir, config.workflow.run_dir / "STOP"
-    store = run / "stream" / "agg-0000.bp"
-    paths = {i: run / "stream" / f"sim-{i:04d}" for i in range(2)}
+    setup = fan_in(make_config, sims=2, duration_s=180)
+    stop, store, paths, stored_steps = setup.stop, setup.store, setup.paths, setup.stored
     writers = [start_writer(paths[i], i, stop, delay=0.01, replay=True) for i in range(2)]
     processes.extend(writers)
-    spec = next(s for s in plan.tasks if s.role == "aggregator")
-
-    def stored_steps() -> int:
-        try:
-            return len(read_store(store, ["sim_id"])["sim_id"])
-        except Exception:  # no store yet, or a step being written
-            return 0
 
     def start_and_store(frames: int = 100) -> subprocess.Popen:
-        aggregator = start_task(spec)
+        aggregator = start_task(setup.aggregator)
         processes.append(aggregator)
         before = stored_steps()
         assert wait_for(lambda: stored_steps() > before + frames, timeout_s=90, interval_s=0.2)

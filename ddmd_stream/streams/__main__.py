@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ddmd_stream.streams.adios import Batch, adios_message
+from ddmd_stream.streams.batches import frame_count
 from ddmd_stream.streams.errors import StreamError
 from ddmd_stream.streams.store import describe_store, read_store
 
@@ -48,7 +49,7 @@ def _export(store: Path, output: Path, variables: list[str] | None) -> None:
     export_format(output)  # a bad suffix fails before the store is read
     data = read_store(store, variables)
     export_batch(data, output)
-    frames = len(next(iter(data.values()), []))
+    frames = frame_count(data)
     print(f"wrote {frames} frames of {sorted(data)} to {output}")
 
 

@@ -44,6 +44,11 @@ def group_by_shape(batches: Sequence[tuple[Hashable, Batch]]) -> list[list[Batch
     return [members for _, members in groups]
 
 
+def frame_count(batch: Batch) -> int:
+    """Frames in `batch` (the leading dimension its arrays share; 0 for no arrays)."""
+    return len(next(iter(batch.values()), ()))
+
+
 def concat_batches(batches: list[Batch]) -> Batch:
     """Batches with the same variables, joined along frames ({} for none); ShapeMismatch
     naming the variable when a variable's frame shape differs between them."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ddmd_stream.streams.adios import Batch, engine_type, is_file_engine
+from ddmd_stream.streams.batches import frame_count
 from ddmd_stream.streams.liveness import stream_ready
 from ddmd_stream.streams.pump import PumpSpec, StreamPump, start_forkserver
 
@@ -90,7 +91,7 @@ class StreamPoller:
             kind = message[0]
             if kind == "batches":
                 for batch in message[1]:
-                    source.frames += len(next(iter(batch.values()), ()))
+                    source.frames += frame_count(batch)
                     yield batch
             else:
                 self._on_status(source, kind, *message[1:])

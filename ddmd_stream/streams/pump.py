@@ -176,11 +176,11 @@ def pump_main(spec: PumpSpec, connection: multiprocessing.connection.Connection)
         return
     reader.writer = spec.writer
     greeting = _Greeting(hello_id(me.token), spec.writer.handshake)
-    replace(me, connected=True).write(spec.path)
+    me = replace(me, connected=True)
+    me.write(spec.path)
     try:
         if _send(connection, ("opened",)):
-            _pump(reader, connection, parent, _Heartbeat(replace(me, connected=True), spec.path),
-                  greeting)
+            _pump(reader, connection, parent, _Heartbeat(me, spec.path), greeting)
     finally:
         reader.close()
 

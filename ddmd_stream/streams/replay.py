@@ -55,12 +55,11 @@ class ReplayingWriter(FrameWriter):
 
     def write(self, batch: Mapping[str, np.ndarray]) -> None:
         """Write `batch`, first waiting for a reader (and replaying to it) if it is gone."""
-        keys = batch_keys(dict(batch))
-        kept = keys is not None and len(keys) > 0
-        if kept:
-            self._keep(int(keys[-1]), batch)
-        if self._reader_changed() and not self._hold_and_replay(skip_last=kept):
+        if self._reader_changed() and not self._hold_and_replay():
             return  # stopped while holding: the frame stays unsent
+        keys = batch_keys(batch)
+        if keys is not None and len(keys):
+            self._keep(int(keys[-1]), batch)
         super().write(batch)
         self._forget_acknowledged()
 
@@ -82,15 +81,14 @@ class ReplayingWriter(FrameWriter):
             return False  # a reader without a sidecar (not a pump): plain writing
         return current != self.reader or not current.alive(self.path, self.liveness_timeout_s)
 
-    def _hold_and_replay(self, skip_last: bool) -> bool:
-        """Hold until a reader is connected, greet it, replay (all but the last kept frame
-        with `skip_last`: the one being written); False when stopped first."""
+    def _hold_and_replay(self) -> bool:
+        """Hold until a reader is connected, greet it, replay; False when stopped first."""
         reader = self._wait_for_reader()
         if reader is None:
             return False
         self.reader = reader
         self._greet(reader)
-        self._replay(skip_last)
+        self._replay()
         return True
 
     def _wait_for_reader(self) -> ReaderInfo | None:
@@ -121,15 +119,14 @@ class ReplayingWriter(FrameWriter):
         self.engine.end_step()
         logger.info("%s: reader pid %d on %s connected", self.path, reader.pid, reader.host)
 
-    def _replay(self, skip_last: bool) -> None:
+    def _replay(self) -> None:
         """Everything not acknowledged, in order (the new reader drops what is stored)."""
         self._forget_acknowledged(force=True)
-        frames = list(self.kept)[:-1] if skip_last else list(self.kept)
-        for _, batch in frames:
+        for _, batch in self.kept:
             FrameWriter.write(self, batch)
-        self.replayed += len(frames)
-        if frames:
-            logger.info("%s: replayed %d unacknowledged frame(s)", self.path, len(frames))
+        self.replayed += len(self.kept)
+        if self.kept:
+            logger.info("%s: replayed %d unacknowledged frame(s)", self.path, len(self.kept))
 
     def _forget_acknowledged(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ddmd_stream.streams.adios import Batch, declare_io, load_adios2
-from ddmd_stream.streams.batches import concat_batches, group_by_shape
+from ddmd_stream.streams.batches import concat_batches, frame_count, group_by_shape
 from ddmd_stream.streams.errors import StreamError
 from ddmd_stream.streams.liveness import WriterInfo, contact_file
 from ddmd_stream.streams.seeds import reserve_evpath_seed
@@ -152,7 +152,7 @@ class BatchingWriter(FrameWriter):
         for group in groups:
             batch = concat_batches(group)
             super().write(batch)
-            frames += len(next(iter(batch.values())))
+            frames += frame_count(batch)
         return frames
 
     def close(self) -> None:
