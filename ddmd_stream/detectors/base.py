@@ -12,7 +12,8 @@ Cost (measured, 80,000 x 10 latents in five Gaussian blobs, eps in band, 2 share
 DBSCAN with kd_tree or ball_tree took 40-45 s, with brute force 11 s; n_jobs=2 saved ~25 % on
 the trees. Hence `algorithm="auto"` here means brute force from `BRUTE_FROM_DIM` latent
 dimensions on (the 10-nearest-neighbour search that `DBSCANDetector` runs instead of DBSCAN:
-brute 17 s, kd_tree 15 s, ball_tree 49 s on one thread; benchmarks/dbscan_noise.py).
+brute 17 s, kd_tree 15 s, ball_tree 49 s on one thread; benchmarks/dbscan_noise.py). That
+search itself uses SciPy's cKDTree below 16 dimensions (7.9 s; detectors/neighbours.py).
 """
 
 from __future__ import annotations
