@@ -1,6 +1,7 @@
 """What the engine itself costs: the same short run on the local engine and on RADICAL-EnTK.
 
     python benchmarks/engine_overhead.py [--pairs 2] [--window-s 30] [--settle-s 5] [--untuned]
+                                         [--top N]
 
 Each pair launches startup.py's FAST_RUN (2 FS-peptide simulations on the CPU platform,
 1 aggregator, trainer, agent; SST) once per engine, alternating which goes first. Once every
@@ -34,6 +35,7 @@ from startup import FAST_RUN, SST_XML, record_first_heartbeats, task_events
 
 ROLES = ("sim", "aggregate", "train", "agent")
 KINDS = ("sim", "aggregate", "train", "agent", "rp.*", "launcher", "other")
+ENGINE_KINDS = ("rp.*", "launcher")
 
 
 def process_kind(proc: psutil.Process, launcher_pid: int) -> str:
@@ -50,8 +52,14 @@ def process_kind(proc: psutil.Process, launcher_pid: int) -> str:
     return "other"
 
 
-def cpu_by_process(run: Path, launcher: subprocess.Popen) -> dict[int, tuple[str, float]]:
-    """pid -> (kind, CPU seconds so far) of the launcher and every process of the run."""
+def process_label(proc: psutil.Process) -> str:
+    """A short name of a process: RADICAL's own process title, else its command line."""
+    name = proc.name()
+    return name if name.startswith("rp.") else " ".join(proc.cmdline())[-60:]
+
+
+def cpu_by_process(run: Path, launcher: subprocess.Popen) -> dict[int, tuple[str, float, str]]:
+    """pid -> (kind, CPU seconds so far, label) of the launcher and every process of the run."""
     from ddmd_stream.workflow.cleanup import find_leftovers
 
     procs = {p.pid: p for p in find_leftovers(run)}
@@ -62,7 +70,8 @@ def cpu_by_process(run: Path, launcher: subprocess.Popen) -> dict[int, tuple[str
     for pid, proc in procs.items():
         try:
             times = proc.cpu_times()
-            out[pid] = (process_kind(proc, launcher.pid), times.user + times.system)
+            out[pid] = (process_kind(proc, launcher.pid), times.user + times.system,
+                        process_label(proc))
         except psutil.Error:
             continue
     return out
@@ -119,10 +128,15 @@ def measure(arm: str, tmp: Path, label: str, window_s: float, settle_s: float) -
                 launcher.wait()
     cores = {kind: 0.0 for kind in KINDS}
     counts = {kind: 0 for kind in KINDS}
-    for pid, (kind, cpu) in after.items():
-        cores[kind] += (cpu - before.get(pid, (kind, 0.0))[1]) / (t1 - t0)
+    engine_processes = []
+    for pid, (kind, cpu, label) in after.items():
+        share = (cpu - before.get(pid, (kind, 0.0, label))[1]) / (t1 - t0)
+        cores[kind] += share
         counts[kind] += 1
+        if kind in ENGINE_KINDS:
+            engine_processes.append((share, kind, label))
     return {"engine": arm, "cores": cores, "processes": counts, "code": launcher.returncode,
+            "engine_processes": sorted(engine_processes, reverse=True),
             "frames_per_s": frames_written(run, t0, t1) / (t1 - t0), "load": os.getloadavg()[0]}
 
 
@@ -153,6 +167,15 @@ def print_results(results: list[dict], arms: list[str]) -> None:
               "untuned vs tuned")
 
 
+def print_top(results: list[dict], top: int) -> None:
+    """The `top` engine processes of each EnTK run by CPU over its window."""
+    for r in results:
+        if r["engine_processes"] and top:
+            print(f"  {r['engine']}: the {top} busiest engine processes (% of a core)")
+            for share, kind, label in r["engine_processes"][:top]:
+                print(f"    {100 * share:5.2f}  {kind:<8}  {label}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2)
@@ -160,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--untuned", action="store_true",
                         help=f"add the arm {UNTUNED} (DDMD_RADICAL_TUNING=0)")
+    parser.add_argument("--top", type=int, default=0,
+                        help="also list the N busiest engine processes of each run")
     args = parser.parse_args(argv)
     arms = ["local", "entk", *([UNTUNED] if args.untuned else [])]
     print(f"FAST_RUN on local and EnTK, {args.pairs} pair(s), {args.window_s:.0f} s windows; "
@@ -175,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{100 * r['cores']['rp.*']:.1f} %, launcher "
                       f"{100 * r['cores']['launcher']:.1f} %", flush=True)
     print_results(results, arms)
+    print_top(results, args.top)
     print(f"load average now {os.getloadavg()}")
     return 0 if all(r["code"] == 0 for r in results) else 1
 

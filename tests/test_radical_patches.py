@@ -63,6 +63,38 @@ def test_an_empty_get_is_answered_within_the_hold(queue_bridge) -> None:
     assert getter.get_nowait(timeout=int(radical_patches.HOLD_S * 1000 * 20)) == []
 
 
+def test_session_proxy_fork_holds_an_empty_get(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real proxy worker, forked as RADICAL forks it, serves a long-polled task queue; the
+    forking process's own queue class stays RADICAL's."""
+    import multiprocessing as mp
+
+    import radical.pilot.proxy as proxy_module
+    import radical.utils as ru
+    import radical.utils.zmq.queue as queue_module
+
+    monkeypatch.chdir(tmp_path)
+    shipped = queue_module.Queue._bridge_work
+    monkeypatch.setattr(proxy_module.Proxy, "_worker", proxy_module.Proxy._worker)
+    radical_patches.long_poll_proxy_queue(proxy_module)
+    context = mp.get_context("fork")
+    channels, term = context.Queue(), context.Event()
+    worker = context.Process(target=proxy_module.Proxy._worker,
+                             args=(None, "rp.session.test", channels, term, str(tmp_path)))
+    worker.start()
+    try:
+        urls = channels.get(timeout=30)["proxy_task_queue"]
+        getter = ru.zmq.Getter("proxy_task_queue", url=urls["addr_get"])
+        started = time.monotonic()
+        assert getter.get_nowait(timeout=int(radical_patches.HOLD_S * 1000 / 5)) is None
+        assert getter.get_nowait(timeout=int(radical_patches.HOLD_S * 1000 * 20)) == []
+        assert time.monotonic() - started >= radical_patches.HOLD_S * 0.9  # held, then empty
+        assert queue_module.Queue._bridge_work is shipped
+    finally:
+        term.set()
+        worker.join(timeout=30)
+
+
 def test_pipe_listener_hands_every_message_to_its_callback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
