@@ -126,8 +126,11 @@ def _probe(tmp_path: Path, name: str, env: dict[str, str]) -> str:
         "import radical.pilot.utils.component_manager as cm\n"
         "import radical.utils.heartbeat as hb\n"
         "import radical.pilot.utils.component as comp\n"
+        "import radical.pilot.agent.executing.popen as popen\n"
+        "import radical.pilot.agent.scheduler.base as scheduler\n"
         "print(q.Queue._bridge_work.__module__, type(cm.ru).__name__,\n"
-        "      hb.PWatcher._watch.__module__, type(comp.time).__name__)\n"
+        "      hb.PWatcher._watch.__module__, type(comp.time).__name__,\n"
+        "      type(popen.time).__name__, type(scheduler.time).__name__)\n"
     )
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                          text=True, timeout=100, check=True)
@@ -139,11 +142,27 @@ def test_sitecustomize_patches_radical_processes_only(tmp_path: Path) -> None:
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(RADICAL_SITE)
     bridge = _probe(tmp_path, "radical-pilot-bridge", env)
     ours = "ddmd_stream.workflow.radical_patches"
-    assert bridge == f"{ours} module {ours} module"
+    assert bridge == f"{ours} module {ours} module module module"
     agent = _probe(tmp_path, "radical-pilot-agent_0", env)
-    assert agent == f"radical.utils.zmq.queue _ModuleStandIn {ours} _ModuleStandIn"
+    assert agent == (f"radical.utils.zmq.queue _ModuleStandIn {ours} _ModuleStandIn "
+                     "_ModuleStandIn _ModuleStandIn")
     other = _probe(tmp_path, "other-probe", env)
-    assert other == "radical.utils.zmq.queue module radical.utils.heartbeat module"
+    assert other == "radical.utils.zmq.queue module radical.utils.heartbeat module module module"
+
+
+@pytest.mark.parametrize("name", ["radical.pilot.agent.executing.popen",
+                                  "radical.pilot.agent.scheduler.base"])
+def test_agent_loops_sleep_at_least_the_idle_time(name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    module = importlib.import_module(name)
+    monkeypatch.setattr(module, "time", module.time)
+    radical_patches.slow_idle_agent_loops(module)
+    started = time.monotonic()
+    module.time.sleep(0.01)  # the loops' idle sleep: 50 ms / 0.1 s in RADICAL
+    assert time.monotonic() - started >= radical_patches.AGENT_IDLE_S * 0.95
+    assert module.time.time() > 0  # every other name is the module's own
 
 
 def test_sitecustomize_runs_the_next_sitecustomize_on_the_path(tmp_path: Path) -> None:
