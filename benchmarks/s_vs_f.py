@@ -23,6 +23,9 @@ Printed from each run's task events (RUN/tasks/*/events.jsonl):
   (`--minutes`; engine start-up counts against it, as it would in a batch job);
 - the S/F ratio of those per pair, and their median/min/max (target >= 2.0; the paper
   reports 1.6 at scale);
+- the bound on S/F for this workload: what S would reach with its simulations at F's speed
+  in MD and never idle (S gains no more than the time F's simulations wait for its ML
+  stages and process starts);
 - the ML work each run did: training rounds, samples x epochs trained, agent cycles;
 - task utilization: per role, the time its tasks spent in iterations (segments, aggregator
   writes, training rounds, agent cycles) over (tasks x wall time), and the time they were alive
@@ -194,6 +197,19 @@ def print_results(results: list[dict[str, Any]], args: argparse.Namespace) -> No
         print(f"S/F paired ({len(values)} pairs): {statistics.median(values):.1f}× "
               f"(median; min {min(values):.2f}, max {max(values):.2f}; target >= 2.0; "
               f"paper 1.6)")
+    bounds = ceilings(results, args.sims)
+    if bounds:
+        print(f"bound on this workload: S/F <= {statistics.median(bounds):.2f}× (median over "
+              f"the F runs; min {min(bounds):.2f}, max {max(bounds):.2f}): S's simulations "
+              "at F's speed in MD and never idle")
+
+
+def ceilings(results: list[dict[str, Any]], sims: int) -> list[float]:
+    """Per F run: the S/F that S would reach if its simulations ran at F's speed in MD and
+    were never idle (F's ns per hour over the share of the wall time its simulations spent in
+    MD); S can beat F by no more than F's idle time."""
+    return [r["ns_per_md_hour"] * sims / r["ns_per_hour"] for r in results
+            if r["mode"] == "sequential" and r["ns_per_md_hour"] and r["ns_per_hour"] > 0]
 
 
 def pair_ratios(results: list[dict[str, Any]]) -> dict[int, float]:
