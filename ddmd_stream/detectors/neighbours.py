@@ -88,13 +88,13 @@ class SlidingNeighbours:
         k = min(self.k, len(points))
         if self.algorithm == "auto" and points.shape[1] < KDTREE_BELOW_DIM:
             tree = cKDTree(points, leafsize=KDTREE_LEAF_SIZE)
-            workers = self.n_jobs if self.n_jobs is not None and self.n_jobs != 0 else 1
-            distances, indices = tree.query(queries, k=[*range(1, k + 1)], workers=workers)
+            distances, indices = tree.query(queries, k=[*range(1, k + 1)], workers=self.n_jobs or 1)
             return distances, indices.astype(np.int64)
         nn = NearestNeighbors(n_neighbors=k, algorithm=_algorithm(self.algorithm, points.shape[1]),
                               n_jobs=self.n_jobs).fit(points)
         distances, indices = nn.kneighbors(queries)
         return distances, indices.astype(np.int64)
+
 
 def _merge(distances: FloatArray, indices: IntArray, more: FloatArray, more_indices: IntArray,
            k: int) -> tuple[FloatArray, IntArray]:

@@ -307,10 +307,15 @@ def coarse_component_timers(module: ModuleType) -> None:
     _sleep_at_least(module, TIMER_TICK_S)
 
 
+# The agent modules whose only `time.sleep` is their idle sleep, and the class each defines.
+AGENT_LOOPS = {"radical.pilot.agent.executing.popen": "Popen",
+               "radical.pilot.agent.scheduler.base": "AgentSchedulingComponent"}
+
+
 def slow_idle_agent_loops(module: ModuleType) -> None:
-    """The agent's popen executor or scheduler (the module given) sleeps at least AGENT_IDLE_S
-    when idle: its only `time.sleep` is that idle sleep (radical.pilot 1.103)."""
-    _require(module, "Popen" if module.__name__.endswith("popen") else "AgentSchedulingComponent")
+    """The agent's popen executor or scheduler (the module given, one of AGENT_LOOPS) sleeps at
+    least AGENT_IDLE_S when idle (radical.pilot 1.103)."""
+    _require(module, AGENT_LOOPS[module.__name__])
     _sleep_at_least(module, AGENT_IDLE_S)
 
 
@@ -353,7 +358,6 @@ START_PATCHES: Patches = {
     "radical.pilot.utils.component_manager": parallel_process_starts,
     "radical.pilot.proxy": long_poll_proxy_queue,
     "radical.pilot.utils.component": coarse_component_timers,
-    "radical.pilot.agent.executing.popen": slow_idle_agent_loops,
-    "radical.pilot.agent.scheduler.base": slow_idle_agent_loops,
+    **dict.fromkeys(AGENT_LOOPS, slow_idle_agent_loops),
     **EVERY_PROCESS,
 }
